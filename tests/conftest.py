@@ -1,0 +1,41 @@
+"""Shared test fixtures: the reference data folder and a small synthetic dataset.
+
+Helpers for one area belong in that area's test module; keep this file small.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from recbackdoor.data.samples import build_samples
+from recbackdoor.data.types import Catalog, SplitDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("RECBACKDOOR_DATA", ROOT.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data``; tests that need it are skipped when it is absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def make_synthetic_dataset(n_users: int = 60, n_items: int = 80, seed: int = 0) -> SplitDataset:
+    """A small movie dataset with random sequences: fast, and exercises every split."""
+    rng = np.random.default_rng(seed)
+    titles = tuple(f"Movie {i} ({1950 + i % 50})" for i in range(n_items))
+    catalog = Catalog(titles=titles, domain="movies")
+    sequences = {u: rng.choice(n_items, size=int(rng.integers(5, 15)), replace=False).tolist() for u in range(n_users)}
+    splits = build_samples(sequences, n_items, seed=seed)
+    return SplitDataset(catalog=catalog, manifest={"dataset": "synthetic", "seed": seed}, **splits)
+
+
+@pytest.fixture
+def synthetic_dataset() -> SplitDataset:
+    return make_synthetic_dataset()
