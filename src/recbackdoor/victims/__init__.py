@@ -1,0 +1,1 @@
+"""victims layer."""
