@@ -38,7 +38,9 @@ app.add_typer(data_app, name="data")
 def main(argv: Optional[list[str]] = None) -> int:  # noqa: UP045
     """Run the CLI; user errors become one line on stderr and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv, prog_name="recbackdoor")
+    except SystemExit as exc:  # normal end, --help and usage errors (click prints those)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except RecBackdoorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -48,17 +50,6 @@ def main(argv: Optional[list[str]] = None) -> int:  # noqa: UP045
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except SystemExit as exc:  # typer/click exits (--help, usage errors)
-        return int(exc.code or 0)
-    except Exception as exc:  # click usage errors come here in non-standalone mode
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return exc.exit_code
-        if isinstance(exc, click.exceptions.Abort):
-            return 1
-        raise
     return 0
 
 
