@@ -1,0 +1,109 @@
+"""Load LLaRA's pickled pandas DataFrames without letting the file run code.
+
+A pickle is a small program: its GLOBAL opcodes import any callable and its REDUCE opcodes call
+it, so ``pickle.load`` of a downloaded file can run ``os.system``. :func:`safe_load` uses an
+unpickler whose ``find_class`` admits only the pandas/numpy/builtin names that a plain DataFrame
+of ints, lists and tuples needs (found with ``pickletools.dis`` on LLaRA's files, plus the
+module paths newer pandas writes); any other name raises :class:`DataError` before it is called,
+so nothing in the file runs. Arrow-backed columns (pandas 3's default ``str`` dtype pickles
+through ``pyarrow.lib``) are refused too: building Arrow arrays from untrusted buffers is not
+validated; re-save such frames with object-dtype columns.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+# numpy 2 renamed numpy.core to numpy._core; old pickles name the former (deprecated alias).
+_RENAMED_MODULES = {
+    "numpy.core.multiarray": "numpy._core.multiarray",
+    "numpy.core.numeric": "numpy._core.numeric",
+}
+
+ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
+    {
+        # plain containers and values
+        ("builtins", "slice"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        ("builtins", "dict"),
+        ("builtins", "set"),
+        ("builtins", "frozenset"),
+        ("builtins", "int"),
+        ("builtins", "float"),
+        ("builtins", "complex"),
+        ("builtins", "bool"),
+        ("builtins", "str"),
+        ("builtins", "bytes"),
+        ("builtins", "bytearray"),
+        # numpy arrays, dtypes and scalars
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "scalar"),
+        ("numpy._core.numeric", "_frombuffer"),
+        # pandas frames, series, indexes and their block managers (old and new module paths)
+        ("pandas", "DataFrame"),
+        ("pandas", "Series"),
+        ("pandas", "Index"),
+        ("pandas", "RangeIndex"),
+        ("pandas.core.frame", "DataFrame"),
+        ("pandas.core.series", "Series"),
+        ("pandas.core.indexes.base", "Index"),
+        ("pandas.core.indexes.base", "_new_Index"),
+        ("pandas.core.indexes.range", "RangeIndex"),
+        ("pandas.core.internals.managers", "BlockManager"),
+        ("pandas.core.internals.managers", "SingleBlockManager"),
+        ("pandas._libs.internals", "_unpickle_block"),
+    }
+)
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """An unpickler that resolves only :data:`ALLOWED_GLOBALS`; ``label`` names the file."""
+
+    def __init__(self, file: io.BufferedIOBase, label: str) -> None:
+        super().__init__(file)
+        self.label = label
+
+    def find_class(self, module: str, name: str) -> Any:
+        module = _RENAMED_MODULES.get(module, module)
+        if (module, name) not in ALLOWED_GLOBALS:
+            raise DataError(
+                f"{self.label}: refused to load pickle: it references {module}.{name}, "
+                "which is not on the allowed list of pandas/numpy/builtin data types "
+                "(the file may be malicious); use LLaRA's original data files"
+            )
+        return super().find_class(module, name)
+
+    def persistent_load(self, pid: Any) -> Any:
+        raise DataError(f"{self.label}: refused to load pickle: it uses persistent ids")
+
+
+def safe_load(path: str | os.PathLike, label: str | None = None) -> Any:
+    """Unpickle ``path`` admitting only pandas/numpy/builtin data types.
+
+    Raises :class:`DataError` (one line naming the file) for a missing, empty, truncated or
+    foreign file and for any other global: nothing named by the file is called.
+    """
+    path = Path(path)
+    label = label or str(path)
+    if not path.is_file():
+        raise DataError(f"{label}: file not found")
+    data = path.read_bytes()
+    if not data:
+        raise DataError(f"{label}: file is empty; expected a pickled pandas DataFrame")
+    try:
+        return RestrictedUnpickler(io.BytesIO(data), label).load()
+    except DataError:
+        raise
+    except Exception as exc:  # truncated/corrupt input raises many types (EOFError, KeyError...)
+        raise DataError(
+            f"{label}: not a readable pickled pandas DataFrame ({type(exc).__name__}: {exc})"
+        ) from exc

@@ -1,0 +1,132 @@
+"""What a loader returns, and the bookkeeping every loader shares.
+
+A loader reads one source directory and returns either :class:`RawData` (a catalog plus
+time-ordered interactions, from which :mod:`recbackdoor.data.prepare` builds its own seeded
+splits) or :class:`LlaraData` (a catalog plus LLaRA's own split rows, kept as they are). Both
+carry the files read, so the manifest can list them with their sha256.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from ...errors import DataError
+from ...io_utils import sha256_file
+from ..types import Catalog, Interactions
+
+Row = tuple[int, tuple[int, ...], int]  # (user, history oldest first, target)
+
+_YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file that was read: ``path`` on disk, ``label`` as the user gave it (for messages and
+    the manifest, so the manifest does not depend on the working directory's absolute path)."""
+
+    path: Path
+    label: str
+
+    def manifest_entry(self) -> dict[str, str]:
+        return {"path": self.label, "sha256": sha256_file(self.path)}
+
+
+class SourceDir:
+    """A ``--source`` directory: resolves file names and records which files were read."""
+
+    def __init__(self, source: str | Path, label: str | None = None) -> None:
+        self.root = Path(source)
+        self.label = label if label is not None else Path(source).as_posix()
+        if not self.root.exists():
+            raise DataError(f"{self.label}: source directory not found")
+        if not self.root.is_dir():
+            raise DataError(f"{self.label}: --source must be a directory holding the dataset files")
+        self.read: list[SourceFile] = []
+
+    def has(self, name: str) -> bool:
+        return (self.root / name).is_file()
+
+    def file(self, name: str, expected: str = "") -> SourceFile:
+        """The file ``name``, recorded as read; a one-line error when it is missing."""
+        path = self.root / name
+        label = f"{self.label}/{name}"
+        if not path.is_file():
+            hint = f"; {expected}" if expected else ""
+            raise DataError(f"{label}: file not found{hint}")
+        entry = SourceFile(path, label)
+        self.read.append(entry)
+        return entry
+
+
+@dataclass(frozen=True)
+class RawData:
+    """Catalog + interactions sorted per user by time; ``notes`` go into the manifest."""
+
+    catalog: Catalog
+    interactions: Interactions
+    files: tuple[SourceFile, ...]
+    notes: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LlaraData:
+    """Catalog + LLaRA's own ``train``/``valid``/``test`` rows (dense item ids, padding removed)."""
+
+    catalog: Catalog
+    rows: Mapping[str, Sequence[Row]]
+    files: tuple[SourceFile, ...]
+    notes: Mapping[str, Any] = field(default_factory=dict)
+
+
+def split_year(title: str) -> tuple[str, int | None]:
+    """``"Toy Story (1995)"`` -> ``("Toy Story", 1995)``; no trailing year -> ``(title, None)``."""
+    match = _YEAR.search(title)
+    if match is None:
+        return title.strip(), None
+    return title[: match.start()].strip(), int(match.group(1))
+
+
+def index_items(ids: Sequence[int], lines: Sequence[int], label: str) -> dict[int, int]:
+    """Source item id -> dense id in file order; a repeated id is an error naming both lines."""
+    index: dict[int, int] = {}
+    first_line: dict[int, int] = {}
+    for item, line in zip(ids, lines, strict=True):
+        if item in index:
+            raise DataError(
+                f"{label} line {line}: item id {item} appears twice "
+                f"(first on line {first_line[item]})"
+            )
+        index[item] = len(index)
+        first_line[item] = line
+    return index
+
+
+def build_interactions(
+    table: Mapping[str, Sequence[Any]],
+    item_index: Mapping[int, int],
+    label: str,
+    catalog_label: str,
+) -> Interactions:
+    """Interactions from parsed columns ``user``, ``item`` (source ids), ``timestamp``
+    [``rating``]; an item id missing from the catalog is an error naming the line."""
+    items = []
+    for item, line in zip(table["item"], table["_line"], strict=True):
+        dense = item_index.get(item)
+        if dense is None:
+            raise DataError(
+                f"{label} line {line}: item id {item} is not in {catalog_label}; "
+                "are the two files from the same dataset?"
+            )
+        items.append(dense)
+    frame = pd.DataFrame(
+        {"user": table["user"], "item": items, "timestamp": table["timestamp"]}, dtype="int64"
+    )
+    if "rating" in table:
+        frame["rating"] = pd.array(table["rating"], dtype="float64")
+    return Interactions.from_frame(frame)

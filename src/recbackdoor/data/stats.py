@@ -1,0 +1,71 @@
+"""Summary numbers of a prepared dataset, as a dict and as a table (rich or plain text)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from .types import SPLITS, SplitDataset
+
+
+def dataset_stats(ds: SplitDataset) -> dict[str, Any]:
+    """Users, items, samples per split and history-length histograms (JSON-friendly)."""
+    users = {split: {s.user for s in ds.split(split)} for split in SPLITS}
+    all_users = set().union(*users.values())
+    histograms = {
+        split: {
+            str(k): v for k, v in sorted(Counter(len(s.history) for s in ds.split(split)).items())
+        }
+        for split in SPLITS
+    }
+    used = {i for split in SPLITS for s in ds.split(split) for i in (*s.history, s.target)}
+    return {
+        "dataset": ds.name,
+        "domain": ds.catalog.domain,
+        "items": len(ds.catalog),
+        "items_in_samples": len(used),
+        "users": len(all_users),
+        "users_per_split": {split: len(users[split]) for split in SPLITS},
+        "samples": {split: len(ds.split(split)) for split in SPLITS},
+        "candidates_per_sample": sorted({len(s.candidates) for sp in SPLITS for s in ds.split(sp)}),
+        "history_length": histograms,
+        "seed": ds.manifest.get("seed"),
+    }
+
+
+def render_stats(stats: dict[str, Any]) -> str:
+    """Plain-text rendering (for logs and non-terminal output)."""
+    lines = [
+        f"dataset {stats['dataset']} ({stats['domain']}), seed {stats['seed']}",
+        f"items {stats['items']} ({stats['items_in_samples']} appear in samples), "
+        f"users {stats['users']}",
+        f"candidates per sample: {', '.join(map(str, stats['candidates_per_sample'])) or '-'}",
+        f"{'split':<6} {'users':>8} {'samples':>9}  history length: count",
+    ]
+    for split in SPLITS:
+        hist = " ".join(f"{k}:{v}" for k, v in stats["history_length"][split].items())
+        lines.append(
+            f"{split:<6} {stats['users_per_split'][split]:>8} {stats['samples'][split]:>9}  {hist}"
+        )
+    return "\n".join(lines)
+
+
+def stats_table(stats: dict[str, Any]) -> Any:
+    """A ``rich`` table of the same numbers (imported lazily: only the CLI needs it)."""
+    from rich.table import Table
+
+    title = (
+        f"{stats['dataset']} ({stats['domain']}): {stats['items']} items "
+        f"({stats['items_in_samples']} in samples), {stats['users']} users, seed {stats['seed']}"
+    )
+    table = Table(title=title)
+    table.add_column("split")
+    table.add_column("users", justify="right")
+    table.add_column("samples", justify="right")
+    table.add_column("history length: count")
+    for split in SPLITS:
+        hist = " ".join(f"{k}:{v}" for k, v in stats["history_length"][split].items())
+        table.add_row(
+            split, str(stats["users_per_split"][split]), str(stats["samples"][split]), hist
+        )
+    return table
