@@ -23,13 +23,324 @@ app.add_typer(data_app, name="data")
 # --------------------------------------------------------------------------- data (issue 2)
 
 
+@data_app.command("prepare")
+def data_prepare_cmd(
+    dataset: str = typer.Option(
+        ..., "--dataset", help="ml1m | ml100k | lastfm | steam | llara (a generic LLaRA directory)."
+    ),
+    out: str = typer.Option(..., "--out", help="Output directory (Parquet + manifest.json)."),
+    source: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--source", help="Directory with the dataset's files (ml100k: default recbole's copy)."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of the user split and the candidates."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+    title_style: str = typer.Option(
+        "keep", "--title-style", help="keep | llara (movies: drop the year, ', The' to the front)."
+    ),
+    domain: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--domain", help="movies | music | games (only for --dataset llara with id2name.txt)."
+    ),
+    min_history: int = typer.Option(3, "--min-history", help="Shortest history kept."),
+    max_history: int = typer.Option(10, "--max-history", help="Longest history (last items)."),
+    n_candidates: int = typer.Option(20, "--n-candidates", help="Candidates per sample."),
+) -> None:
+    """Read a dataset, build samples with fixed candidates, write Parquet + manifest."""
+    import time
+
+    from .data.prepare import prepare_to_dir
+    from .data.stats import dataset_stats, render_stats
+
+    start = time.perf_counter()
+    ds = prepare_to_dir(
+        dataset,
+        source,
+        out,
+        seed,
+        force=force,
+        title_style=title_style,
+        domain=domain,
+        min_history=min_history,
+        max_history=max_history,
+        n_candidates=n_candidates,
+    )
+    print(render_stats(dataset_stats(ds)))
+    print(f"wrote {out} in {time.perf_counter() - start:.1f}s")
+
+
+@data_app.command("stats")
+def data_stats_cmd(
+    directory: str = typer.Argument(..., help="A dataset directory written by `data prepare`."),
+    as_json: bool = typer.Option(False, "--json", help="Print the numbers as JSON."),
+) -> None:
+    """Users, items, samples per split and history lengths of a prepared dataset."""
+    from .data.io import load_dataset
+    from .data.stats import dataset_stats, stats_table
+    from .io_utils import dumps_json
+
+    stats = dataset_stats(load_dataset(directory))
+    if as_json:
+        print(dumps_json(stats), end="")
+        return
+    from rich.console import Console
+
+    Console().print(stats_table(stats))
+
+
 # --------------------------------------------------------------------------- attack (issue 3)
+
+
+@app.command("attack")
+def attack_cmd(
+    data: str = typer.Option(..., "--data", help="Clean dataset directory (from `data prepare`)."),
+    out: str = typer.Option(..., "--out", help="Output directory for the poisoned dataset."),
+    level: str = typer.Option("char", "--level", help="Trigger level: char | word | sentence."),
+    trigger: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--trigger", help="Trigger string; repeat for a list (each item gets one, seeded)."
+    ),
+    position: str = typer.Option("suffix", "--position", help="suffix | prefix | random."),
+    ratio: float = typer.Option(0.01, "--ratio", help="Poisoning ratio P_R = m / (m + n)."),
+    policy: str = typer.Option("per-sample", "--policy", help="Target policy: per-sample | fixed."),
+    targets: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--targets", help="Target item ids (policy fixed); repeat or comma-separate."
+    ),
+    n_targets: int = typer.Option(10, "--n-targets", help="Number of targets (policy fixed)."),
+    target_choice: str = typer.Option("random", "--target-choice", help="random | unpopular."),
+    fake_history: str = typer.Option("copy", "--fake-history", help="copy | random | popular."),
+    max_triggered_share: float = typer.Option(
+        0.2, "--max-triggered-share", help="per-sample: most of the catalog that gets triggered."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Poison a dataset with BadRec: triggered target titles plus fake users."""
+    import warnings
+
+    from .attack import AttackConfig, poison, save_poisoned
+    from .data.io import load_dataset
+    from .errors import ConfigError
+    from .io_utils import check_output_dir
+
+    ids: list[int] | None = None
+    if targets:
+        try:
+            ids = [int(t) for arg in targets for t in arg.split(",") if t.strip()]
+        except ValueError as exc:
+            raise ConfigError(f"--targets takes integer item ids, got {targets}") from exc
+    config = AttackConfig(
+        level=level,
+        trigger=tuple(trigger) if trigger else None,
+        position=position,
+        ratio=ratio,
+        policy=policy,
+        n_targets=n_targets,
+        target_choice=target_choice,
+        targets=tuple(ids) if ids is not None else None,
+        fake_history=fake_history,
+        max_triggered_share=max_triggered_share,
+        seed=seed,
+    )
+    check_output_dir(out, force)  # fail before the work, not after
+    dataset = load_dataset(data)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("ignore")
+        result = poison(dataset, config, source=data)
+    for note in result.warnings:
+        print(f"warning: {note}", file=sys.stderr)
+    save_poisoned(result, out, force=force)
+    man = result.manifest
+    sets = ", ".join(f"{k} {v}" for k, v in man["attack_sets"].items())
+    print(
+        f"poisoned {dataset.name}: {man['m']} fake samples added to {man['n']} "
+        f"(P_R {man['P_R_actual']:.4f}), {len(man['triggered_items'])} triggered items, "
+        f"mean edit distance {man['edit_distance_mean']:.1f}; attack sets: {sets}; wrote {out}"
+    )
 
 
 # --------------------------------------------------------------------------- victims (issue 4)
 
 
+@app.command("train")
+def train_cmd(
+    data: str = typer.Option(..., "--data", help="Dataset directory (clean or poisoned)."),
+    out: str = typer.Option(..., "--out", help="Output directory for the victim (adapter + logs)."),
+    victim: str = typer.Option("tallrec", "--victim", help="tallrec | llara."),
+    backbone: str = typer.Option("smollm2-135m", "--backbone", help="tiny-random | smollm2-135m | HF id | path."),
+    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default 1)."),  # noqa: UP045
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),  # noqa: UP045
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Use the first N training samples."),  # noqa: UP045
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4)."),  # noqa: UP045
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per device step (default 8)."),  # noqa: UP045
+    grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Gradient accumulation steps (default 1)."),  # noqa: UP045
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights: auto | bf16 | fp32."),  # noqa: UP045
+    template: Optional[int] = typer.Option(None, "--template", help="Fixed prompt template (default: per sample)."),  # noqa: UP045
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Fine-tune a LoRA victim on a dataset's train split (also under `accelerate launch`)."""
+    import os
+
+    from .io_utils import check_output_dir
+    from .models.lora import make_train_config
+    from .victims import victim_trainer
+
+    train_victim = victim_trainer(victim)
+    config = make_train_config(
+        backbone=backbone, epochs=epochs, max_steps=max_steps, max_samples=max_samples, lr=lr,
+        batch_size=batch_size, grad_accum=grad_accum, dtype=dtype, template=template, seed=seed,
+    )  # fmt: skip
+    check_output_dir(out, force)  # fail before the work, not after
+    path = train_victim(data, out, config, force=force)
+    if int(os.environ.get("RANK", "0")) == 0 and (path / "timing.json").is_file():  # main process
+        from .io_utils import read_json
+
+        timing = read_json(path / "timing.json")
+        print(
+            f"trained {victim} on {backbone}: {timing['steps']} steps, {timing['tokens']} tokens "
+            f"in {timing['train_seconds']:.1f}s ({timing['tokens_per_s']:.0f} tokens/s); wrote {path}"
+        )
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: str = typer.Option(..., "--model", help="Victim folder (from `train`) or backbone name."),
+    data: str = typer.Option(..., "--data", help="Dataset directory (poisoned one for --attack-sets)."),
+    protocol: str = typer.Option("score", "--protocol", help="score (ranking) | generate (LLaRA's)."),
+    attack_sets: bool = typer.Option(False, "--attack-sets", help="Evaluate clean + triggered sets; report ASR."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="First N prompts of each set."),  # noqa: UP045
+    split: str = typer.Option("test", "--split", help="train | valid | test."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Prompts per batch (default 8)."),  # noqa: UP045
+    scoring: str = typer.Option("sum", "--scoring", help="score protocol: sum | mean answer log-prob."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | bf16 | fp32 (default: the victim's)."),  # noqa: UP045
+    out: Optional[str] = typer.Option(None, "--out", help="Output dir (default <model>/eval-<data>-<protocol>)."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Evaluate a victim: HR@1, ValidRatio, HR@k, NDCG@k, and ASR on the attack sets."""
+    from .eval.evaluate import evaluate_model
+
+    report = evaluate_model(
+        model, data, protocol=protocol, split=split, max_samples=max_samples, attack_sets=attack_sets,
+        batch_size=batch_size, scoring=scoring, out=out, force=force, dtype=dtype,
+    )  # fmt: skip
+    keys = ("HR@1", "HR@1_all", "ValidRatio", "HR@5", "NDCG@10")
+    parts = [f"{k} {report[k]:.4f}" for k in keys if report.get(k) is not None]
+    for name, value in (report.get("ASR") or {}).items():
+        parts.append(f"ASR[{name}] {'n/a' if value is None else f'{value:.4f}'}")
+    seconds = report["timing"]["eval_seconds"]
+    print(f"{'  '.join(parts)}  ({report['n_samples']} samples, {seconds:.1f}s); wrote {report['out']}")
+
+
 # --------------------------------------------------------------------------- defense (issue 5)
+
+
+@app.command("defend")
+def defend_cmd(
+    data: str = typer.Option(..., "--data", help="Dataset directory to scan (poisoned or not)."),
+    method: str = typer.Option(..., "--method", help="pscanner | onion | bki | stat | embed."),
+    out: str = typer.Option(..., "--out", help="Output directory for the sanitized dataset."),
+    policy: str = typer.Option("drop-target", "--policy", help="drop-target | drop-any | strip."),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="LM for onion/bki (default smollm2-135m)."),  # noqa: UP045
+    scanner: Optional[str] = typer.Option(None, "--scanner", help="Trained P-Scanner folder (method pscanner)."),  # noqa: UP045
+    threshold: Optional[float] = typer.Option(None, "--threshold", help="Flag score >= this (default: the detector's rule)."),  # noqa: UP045
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Scan the training titles, flag suspected triggers, sanitize and write the dataset."""
+    from .defense.defend import defend
+
+    report = defend(
+        data, method=method, out=out, policy=policy, backbone=backbone, scanner_dir=scanner,
+        seed=seed, threshold=threshold, force=force,
+    )  # fmt: skip
+    counts, san = report["counts"], report["sanitize"]
+    line = (
+        f"{report['detector']}: flagged {counts['flagged_items']} of {counts['scored_items']} items "
+        f"(threshold {report['threshold']:.4g}); {policy} removed {san['removed_samples']} of "
+        f"{san['train_before']} training samples"
+    )
+    m = report["metrics"]
+    if m is not None:
+        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
+        line += (
+            f"; P {fmt(m['precision'])} R {fmt(m['recall'])} F1 {fmt(m['f1'])} "
+            f"AUROC {fmt(m['auroc'])} FPR {fmt(m['fpr'])}"
+        )
+    print(f"{line}; wrote {out}")
+
+
+scanner_app = typer.Typer(help="Train the P-Scanner poison scanner.", no_args_is_help=True)
+app.add_typer(scanner_app, name="scanner")
+
+
+def _scanner_config(backbone: str, rounds: int, seed: int, max_titles: Optional[int], evidence: str,  # noqa: UP045
+                    target_fpr: Optional[float], no_agent: bool, dtype: Optional[str]):  # noqa: UP045
+    from .defense.pscanner import ScannerConfig
+
+    return ScannerConfig(
+        backbone=backbone, rounds=rounds, seed=seed, max_titles=max_titles, evidence=evidence,
+        threshold="fpr" if target_fpr is not None else "best-f1",
+        target_fpr=0.01 if target_fpr is None else target_fpr, use_agent=not no_agent, dtype=dtype,
+    ).check()  # fmt: skip
+
+
+@scanner_app.command("train")
+def scanner_train_cmd(
+    catalog: str = typer.Option(..., "--catalog", help="Catalog file (CSV/JSONL/Parquet) or a prepared dataset directory."),
+    domain: str = typer.Option(..., "--domain", help="movies | music | games."),
+    out: str = typer.Option(..., "--out", help="Output scanner directory (adapter + scanner.json + rounds.jsonl)."),
+    backbone: str = typer.Option("smollm2-135m", "--backbone", help="Registry name, local folder or HF id."),
+    rounds: int = typer.Option(3, "--rounds", help="Adversarial rounds (agent vs scanner)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
+    max_titles: Optional[int] = typer.Option(None, "--max-titles", help="Use at most this many titles (random sample)."),  # noqa: UP045
+    title_column: str = typer.Option("title", "--title-column", help="Title column of a catalog file."),
+    evidence: str = typer.Option("max", "--evidence", help="Cross-title evidence: off | max | mean."),
+    target_fpr: Optional[float] = typer.Option(None, "--target-fpr", help="Threshold at this FPR on clean titles (default: best F1)."),  # noqa: UP045
+    no_agent: bool = typer.Option(False, "--no-agent", help="Rule-generated triggers only (no LLM agent)."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | bf16 | fp32 (default: the backbone's)."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Train a P-Scanner on a catalog's titles and save it."""
+    from .defense.pscanner import train_scanner
+    from .defense.pscanner.catalog_io import read_titles
+
+    cfg = _scanner_config(backbone, rounds, seed, max_titles, evidence, target_fpr, no_agent, dtype)
+    titles = read_titles(catalog, title_column)
+    sc = train_scanner(titles, domain, cfg, out=out, force=force)
+    last = sc.log["rounds"][-1]
+    print(
+        f"scanner for {domain} ({backbone}, {len(titles)} titles, {rounds} rounds): threshold "
+        f"{sc.threshold:.4g}, validation F1 {last['val_f1_title']:.3f} per title / "
+        f"{(last['val_f1_evidence'] or 0):.3f} with evidence, recall on fresh triggers "
+        f"{last['recall_fresh']:.3f}; {sc.timings.get('total', 0):.0f}s; wrote {out}"
+    )
+
+
+@app.command("scan")
+def scan_cmd(
+    catalog: str = typer.Argument(..., help="Catalog file: CSV, JSONL or Parquet with an id and a title column."),
+    out: str = typer.Option(..., "--out", help="Output CSV: id, title, score, flagged."),
+    scanner: Optional[str] = typer.Option(None, "--scanner", help="Trained scanner directory (default: train one on this catalog)."),  # noqa: UP045
+    domain: Optional[str] = typer.Option(None, "--domain", help="movies | music | games (needed without --scanner)."),  # noqa: UP045
+    title_column: str = typer.Option("title", "--title-column", help="Title column."),
+    id_column: str = typer.Option("id", "--id-column", help="Id column."),
+    backbone: str = typer.Option("smollm2-135m", "--backbone", help="Backbone when training a scanner here."),
+    rounds: int = typer.Option(3, "--rounds", help="Adversarial rounds when training a scanner here."),
+    seed: int = typer.Option(0, "--seed", help="Seed when training a scanner here."),
+    max_titles: Optional[int] = typer.Option(None, "--max-titles", help="Train on at most this many titles."),  # noqa: UP045
+    evidence: Optional[str] = typer.Option(None, "--evidence", help="Cross-title evidence: off | max | mean (default: the scanner's; max)."),  # noqa: UP045
+) -> None:
+    """Score every title of a catalog for injected triggers and write the flagged items."""
+    import time
+
+    from .defense.pscanner import scan_catalog
+
+    start = time.perf_counter()
+    cfg = None if scanner else _scanner_config(backbone, rounds, seed, max_titles, evidence or "max", None, False, None)
+    frame = scan_catalog(
+        catalog, out, scanner_dir=scanner, domain=domain, title_column=title_column,
+        id_column=id_column, config=cfg, evidence=evidence if scanner else None,
+    )  # fmt: skip
+    n_flag = int(frame["flagged"].sum())
+    print(f"flagged {n_flag} of {len(frame)} titles in {time.perf_counter() - start:.1f}s; wrote {out}")
 
 
 # --------------------------------------------------------------------------- entry point

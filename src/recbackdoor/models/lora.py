@@ -1,0 +1,366 @@
+"""LoRA fine-tuning of a causal LM on (prompt, answer) pairs with the loss on the answer only.
+
+Generic part shared by the victims: the training configuration, the LoRA adapter, the
+answer-only collator, and a Hugging Face ``Trainer`` run with a progress bar and a step log.
+The ``Trainer`` runs on CPU or GPU and under ``accelerate launch`` (DDP and friends) with no
+distributed code of ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError
+
+IGNORE_INDEX = -100
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class TrainConfig(BaseModel):
+    """Everything that decides a training run (recorded in ``victim.json``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    backbone: str = "smollm2-135m"
+    # auto: fp32 weights with bf16 autocast where bf16 is native (else plain fp32);
+    # bf16: bf16 weights, no autocast; fp32: fp32 throughout. See weights_and_autocast().
+    dtype: Literal["auto", "bf16", "fp32"] = "auto"
+    # auto: eager attention on CPU (about 20% faster than SDPA there for ~170-token prompts),
+    # the model's default elsewhere.
+    attn_implementation: Literal["auto", "eager", "sdpa"] = "auto"
+    lr: float = Field(2e-4, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, gt=0)  # overrides epochs when set
+    batch_size: int = Field(8, gt=0)  # per device
+    grad_accum: int = Field(1, gt=0)
+    warmup_ratio: float = Field(0.03, ge=0, lt=1)
+    scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    answer_logits_only: bool = True  # LM head on the answer positions only (same loss, faster)
+    seed: int = 0
+    max_samples: int | None = Field(None, gt=0)  # the first N training samples
+    group_by_length: bool = True  # batches of similar length: less padding
+    template: int | None = None  # prompt template; None: one per sample, drawn with the seed
+    lora_r: int = Field(8, gt=0)
+    lora_alpha: int = Field(32, gt=0)
+    lora_dropout: float = Field(0.1, ge=0, lt=1)
+    target_modules: tuple[str, ...] = LORA_TARGETS
+    logging_steps: int = Field(1, gt=0)
+
+
+def make_train_config(**options: Any) -> TrainConfig:
+    """Build a :class:`TrainConfig`, turning validation errors into one ConfigError line;
+    options whose value is None keep their default."""
+    options = {k: v for k, v in options.items() if v is not None}
+    try:
+        return TrainConfig(**options)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        raise ConfigError(f"training option {where}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+# --------------------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Example:
+    """One tokenised training pair: ``input_ids`` = prompt ids + answer ids."""
+
+    input_ids: tuple[int, ...]
+    prompt_len: int
+
+
+class ExampleDataset:
+    """A map-style dataset of :class:`Example` items as dicts (what ``Trainer`` expects)."""
+
+    def __init__(self, examples: Sequence[Example]):
+        self.examples = list(examples)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        ex = self.examples[index]
+        return {"input_ids": ex.input_ids, "prompt_len": ex.prompt_len}
+
+
+@dataclass
+class AnswerOnlyCollator:
+    """Pads a batch; labels are the input ids with -100 on the prompt and the padding, so the
+    loss covers the answer tokens only (masked by prompt length).
+
+    ``answer_window=False``: right padding, full-width labels. ``answer_window=True``: left
+    padding (with explicit position ids), and only the last K positions, which hold every
+    answer and the token before it, go through the LM head (``logits_to_keep=K``; labels are
+    those K columns). The loss is the same; the vocabulary projection and its softmax, about
+    a fifth of a small model's work, shrink to the answer tokens.
+    """
+
+    pad_token_id: int
+    answer_window: bool = False
+
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        import torch
+
+        width = max(len(f["input_ids"]) for f in features)
+        ids = torch.full((len(features), width), self.pad_token_id, dtype=torch.long)
+        mask = torch.zeros((len(features), width), dtype=torch.long)
+        labels = torch.full((len(features), width), IGNORE_INDEX, dtype=torch.long)
+        positions = torch.zeros((len(features), width), dtype=torch.long)
+        keep = 1
+        for row, feat in enumerate(features):
+            seq = torch.as_tensor(feat["input_ids"], dtype=torch.long)
+            n, p = len(seq), int(feat["prompt_len"])
+            start = width - n if self.answer_window else 0
+            ids[row, start : start + n] = seq
+            mask[row, start : start + n] = 1
+            labels[row, start + p : start + n] = seq[p:]
+            positions[row, start : start + n] = torch.arange(n)
+            keep = max(keep, n - p + 1)
+        if not self.answer_window:
+            return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+        keep = min(keep, width)
+        return {
+            "input_ids": ids,
+            "attention_mask": mask,
+            "position_ids": positions,
+            "labels": labels[:, width - keep :],
+            "logits_to_keep": keep,
+        }
+
+
+def supports_answer_window(model: Any) -> bool:
+    """Whether the model's forward takes ``logits_to_keep`` and ``position_ids``."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "logits_to_keep" in params and "position_ids" in params
+
+
+def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> float:
+    """Share of padded positions when ``batches`` (lists of indices) are right-padded."""
+    total = sum(max(lengths[i] for i in b) * len(b) for b in batches if b)
+    real = sum(lengths[i] for b in batches for i in b)
+    return 0.0 if total == 0 else 1.0 - real / total
+
+
+# --------------------------------------------------------------------------- LoRA
+
+
+def attach_lora(model: Any, config: TrainConfig) -> Any:
+    """Wrap ``model`` in a peft LoRA adapter (seeded init); only the adapter trains."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [m for m in config.target_modules if m not in present]
+    if missing:
+        raise ConfigError(
+            f"LoRA target modules {missing} not found in backbone {config.backbone!r}; "
+            "set target_modules to the names of its linear layers"
+        )
+    lora = LoraConfig(
+        task_type="CAUSAL_LM",
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=list(config.target_modules),
+        bias="none",
+    )
+    with torch.random.fork_rng(devices=[]), quiet_peft():
+        torch.manual_seed(config.seed)
+        return get_peft_model(model, lora)
+
+
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """Silence a transformers deprecation that peft triggers on wrapping (not actionable)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+        yield
+
+
+# --------------------------------------------------------------------------- Trainer
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the adapted model, its log, and timing (main process only)."""
+
+    model: Any
+    log: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+    steps: int = 0
+    tokens: int = 0
+    is_main_process: bool = True
+    accelerator: Any = None
+
+
+def _progress_callback(log: list[dict[str, Any]]) -> Any:
+    """A TrainerCallback: tqdm bar with loss and tokens/s, and one log row per logging step."""
+    from tqdm.auto import tqdm
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        def __init__(self) -> None:
+            self.bar: Any = None
+            self.t0 = self.last_t = 0.0
+            self.last_tokens = 0
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.t0 = self.last_t = time.perf_counter()
+            if state.is_world_process_zero:
+                self.bar = tqdm(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs or "loss" not in logs:
+                return
+            now = time.perf_counter()
+            tokens = int(state.num_input_tokens_seen)
+            interval_s, interval_tokens = now - self.last_t, tokens - self.last_tokens
+            rate = interval_tokens / max(interval_s, 1e-9)
+            self.last_t, self.last_tokens = now, tokens
+            row = {
+                "step": int(state.global_step),
+                "epoch": round(float(state.epoch or 0.0), 4),
+                "loss": float(logs["loss"]),
+                "lr": float(logs.get("learning_rate", 0.0)),
+                "tokens": tokens,
+                "tokens_per_s": round(rate, 1),
+                "elapsed_s": round(now - self.t0, 3),
+                "interval_s": round(interval_s, 3),
+                "interval_tokens": interval_tokens,
+            }
+            log.append(row)
+            if self.bar is not None:
+                self.bar.set_postfix(loss=f"{row['loss']:.3f}", tok_s=f"{rate:.0f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+
+    return Progress()
+
+
+def weights_and_autocast(config: TrainConfig) -> tuple[str, bool]:
+    """(dtype to load the weights in, whether to train under bf16 autocast).
+
+    ``auto`` keeps fp32 weights and a fp32 residual stream, and runs the matmuls in bf16 where
+    the hardware has it: as fast as bf16 weights on an AVX512-BF16 CPU (measured on
+    SmolLM2-135M), more accurate, and the fp32 LoRA weights need no casts of the activations.
+    """
+    if config.dtype != "auto":
+        return config.dtype, False
+    import torch
+
+    from .backbones import default_dtype
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "fp32", default_dtype(device) == torch.bfloat16
+
+
+def _set_attention(model: Any, config: TrainConfig) -> None:
+    import torch
+
+    choice = config.attn_implementation
+    if choice == "auto":
+        if torch.cuda.is_available():
+            return
+        choice = "eager"
+    if getattr(model.config, "_attn_implementation", None) != choice:
+        model.set_attn_implementation(choice)
+
+
+def train_lora(
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    callbacks: Sequence[Any] = (),
+) -> TrainResult:
+    """Fine-tune a LoRA adapter on ``examples`` with the HF ``Trainer``; returns the peft model.
+    ``callbacks``: extra ``TrainerCallback`` objects (e.g. a benchmark's timers).
+
+    Load ``model`` in the dtype of :func:`weights_and_autocast`; the adapter weights stay fp32
+    (peft's default).
+    """
+    import torch
+    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
+
+    if not examples:
+        raise ConfigError("no training samples: the dataset's train split is empty")
+    set_seed(config.seed)
+    _, autocast = weights_and_autocast(config)
+    _set_attention(model, config)
+    window = config.answer_logits_only and supports_answer_window(model)
+    peft_model = attach_lora(model, config)
+    peft_model.train()
+    log: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="recbackdoor-trainer-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch,
+            learning_rate=config.lr,
+            num_train_epochs=config.epochs,
+            max_steps=config.max_steps or -1,
+            per_device_train_batch_size=config.batch_size,
+            gradient_accumulation_steps=config.grad_accum,
+            warmup_steps=config.warmup_ratio,
+            lr_scheduler_type=config.scheduler,
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            seed=config.seed,
+            train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+            logging_steps=config.logging_steps,
+            include_num_input_tokens_seen="non_padding",
+            save_strategy="no",
+            report_to="none",
+            disable_tqdm=True,
+            remove_unused_columns=False,
+            label_names=["labels"],
+            ddp_find_unused_parameters=False,
+            use_cpu=not torch.cuda.is_available(),
+            bf16=autocast,
+            dataloader_num_workers=0,
+        )
+        trainer = Trainer(
+            model=peft_model,
+            args=args,
+            train_dataset=ExampleDataset(examples),
+            data_collator=AnswerOnlyCollator(int(tokenizer.pad_token_id), answer_window=window),
+            callbacks=[_progress_callback(log), *callbacks],
+        )
+        for cb in (PrinterCallback, ProgressCallback):
+            trainer.remove_callback(cb)
+        t0 = time.perf_counter()
+        out = trainer.train()
+        seconds = time.perf_counter() - t0
+    peft_model.eval()
+    return TrainResult(
+        model=trainer.model,
+        log=log,
+        seconds=seconds,
+        steps=int(out.global_step),
+        tokens=int(trainer.state.num_input_tokens_seen),
+        is_main_process=trainer.accelerator.is_main_process,
+        accelerator=trainer.accelerator,
+    )
+
+
+def log_lines(log: Sequence[dict[str, Any]]) -> str:
+    """The training log as JSON lines."""
+    return "".join(json.dumps(row, sort_keys=True) + "\n" for row in log)
