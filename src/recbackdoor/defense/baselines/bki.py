@@ -1,0 +1,148 @@
+"""BKI-style keyword salience (after Chen & Dai, 2021, "Backdoor Keyword Identification"),
+adapted from a text classifier to a title catalog.
+
+BKI finds words that (1) move the model's internal representation a lot when removed and
+(2) do so in many inputs: a trigger is a salient keyword shared by many poisoned inputs. Here
+the "model" is the backbone LM reading the title after a domain context (:mod:`.lm`), and the
+representation is the mean last hidden state ``h`` over the title's tokens. The definition
+implemented (catalog only; no training samples are needed):
+
+1. salience of word ``i`` of title ``x``: ``a_i = 1 - cos(h(x), h(x without w_i))``;
+2. the title's keyword is its most salient word (lower-cased), with salience ``a(x)``;
+3. over the ``N`` distinct titles, a keyword ``k`` chosen by ``f_k`` titles with mean salience
+   ``mean_a(k)`` gets ``g(k) = mean_a(k) * log10(1 + f_k) * log10(N / f_k)``: salient, repeated,
+   but not a word half the catalog shares (BKI's frequency weighting);
+4. a title's score is the largest ``g`` of the keywords among its words (so a title carrying
+   a suspicious keyword is flagged even if another of its words is more salient); its span is
+   that keyword as written in the title.
+
+Words as in ONION (one-word titles split at separators; a title still of one piece has no
+keyword of its own but is still scored through step 4). Threshold: the common rule (at most
+``flag_rate`` of the catalog) unless given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError
+from .common import (
+    DEFAULT_FLAG_RATE,
+    calibrated_threshold,
+    check_domain,
+    check_flag_rate,
+    without,
+    words,
+)
+
+
+def _cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
+    denom = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return 1.0 - float(a @ b) / denom if denom > 0 else 0.0
+
+
+class BKIDetector:
+    """Salient keywords repeated across the catalog."""
+
+    name = "bki"
+
+    def __init__(
+        self,
+        backbone: str = "smollm2-135m",
+        threshold: float | None = None,
+        flag_rate: float = DEFAULT_FLAG_RATE,
+        batch_size: int = 64,
+        device: Any = None,
+        dtype: Any = None,
+        lm: Any = None,
+        progress: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self._explicit = threshold
+        self.threshold = float("inf") if threshold is None else float(threshold)
+        self.flag_rate = check_flag_rate(flag_rate)
+        self._lm = lm
+        self._lm_options = {
+            "batch_size": batch_size, "device": device, "dtype": dtype, "progress": progress,
+        }  # fmt: skip
+        self.keyword_scores: dict[str, float] = {}
+        self._fitted = False
+        self._domain: str | None = None
+        self._kw_cache: dict[str, tuple[str, float] | None] = {}  # title -> keyword, salience
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            from .lm import TitleLM
+
+            self._lm = TitleLM(self.backbone, **self._lm_options)
+        return self._lm
+
+    def _keywords(self, titles: list[str], domain: str) -> list[tuple[str, float] | None]:
+        """Each title's most salient word (lower-cased) and its salience (cached per title)."""
+        if domain != self._domain:
+            self._kw_cache, self._domain = {}, domain
+        missing = [t for t in dict.fromkeys(titles) if t not in self._kw_cache]
+        if missing:
+            self._kw_cache.update(zip(missing, self._compute_keywords(missing, domain), strict=True))
+        return [self._kw_cache[t] for t in titles]
+
+    def _compute_keywords(self, titles: list[str], domain: str) -> list[tuple[str, float] | None]:
+        texts: list[str] = []
+        owners: list[tuple[int, int]] = []
+        split = [words(t) for t in titles]
+        for i, (title, ws) in enumerate(zip(titles, split, strict=True)):
+            if len(ws) < 2:
+                continue
+            texts.append(title)
+            owners.append((i, -1))
+            texts.extend(without(title, ws, j) for j in range(len(ws)))
+            owners.extend((i, j) for j in range(len(ws)))
+        emb = self.lm.run(texts, domain=domain, want="embed") if texts else np.zeros((0, 1))
+        full: dict[int, np.ndarray] = {}
+        best: list[tuple[str, float] | None] = [None] * len(titles)
+        for (i, j), h in zip(owners, emb, strict=True):
+            if j < 0:
+                full[i] = h
+                continue
+            a = _cosine_distance(full[i], h)
+            if best[i] is None or a > best[i][1]:
+                best[i] = (split[i][j].lower(), a)
+        return best
+
+    def fit(self, titles: Sequence[str], domain: str) -> BKIDetector:
+        check_domain(domain)
+        distinct = sorted(set(titles))
+        chosen: dict[str, list[float]] = defaultdict(list)
+        for kw in self._keywords(distinct, domain):
+            if kw is not None:
+                chosen[kw[0]].append(kw[1])
+        n = len(distinct)
+        self.keyword_scores = {
+            k: float(np.mean(a)) * math.log10(1 + len(a)) * math.log10(n / len(a))
+            for k, a in chosen.items()
+        }
+        self._fitted = True
+        self.threshold = calibrated_threshold(self._explicit, self.score(titles), self.flag_rate)
+        return self
+
+    def _best(self, title: str) -> tuple[float, str | None]:
+        if not self._fitted:
+            raise ConfigError("bki detector: call fit(catalog titles) before score()")
+        best, span = 0.0, None
+        for w in words(title):
+            g = self.keyword_scores.get(w.lower(), 0.0)
+            if g > best:
+                best, span = g, w
+        return best, span
+
+    def score(self, titles: Sequence[str]) -> np.ndarray:
+        return np.array([self._best(t)[0] for t in titles], dtype=float)
+
+    def spans(self, titles: Sequence[str]) -> list[str | None]:
+        return [self._best(t)[1] for t in titles]

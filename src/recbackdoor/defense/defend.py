@@ -1,0 +1,185 @@
+"""``defend``: scan a (possibly poisoned) dataset's training titles, flag, sanitize, write.
+
+The detector sees only the distinct titles of the items in the training split and the domain;
+``poison_manifest.json``, when present in the input directory, is read only afterwards, to
+measure the detection per item and the samples removed. Method ``pscanner`` uses a trained
+scanner (``scanner_dir``) or, without one, trains a scanner on the training titles first.
+Output directory (atomic):
+
+    catalog/train/valid/test parquet + manifest.json   the sanitized dataset
+    detections.json      one row per scored item: item, title, score, flagged[, span]
+    defense_report.json  detector, threshold, counts, sanitize report[, detection metrics]
+    attack_sets/         copied from the input, if present (valid/test are never changed)
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.io import load_dataset, write_dataset_files
+from ..data.types import SplitDataset
+from ..errors import ConfigError
+from ..io_utils import atomic_output_dir, check_output_dir, read_json, write_json
+from .base import Detector
+from .sanitize import check_policy, sanitize
+
+METHODS = ("pscanner", "onion", "bki", "stat", "embed")
+POISON_MANIFEST = "poison_manifest.json"
+
+
+def check_method(method: str) -> str:
+    if method not in METHODS:
+        raise ConfigError(f"unknown defense method {method!r}; use one of {', '.join(METHODS)}")
+    return method
+
+
+def training_items(dataset: SplitDataset) -> list[int]:
+    """Every item the training split shows the model (history, candidates, target)."""
+    items: set[int] = set()
+    for s in dataset.train:
+        items.update(s.history)
+        items.update(s.candidates)
+        items.add(s.target)
+    return sorted(items)
+
+
+def build_detector(
+    method: str,
+    backbone: str | None = None,
+    scanner_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    threshold: float | None = None,
+) -> tuple[Detector, dict[str, Any]]:
+    """The detector for ``method`` and extra options for its ``fit``.
+
+    P-Scanner: loaded from ``scanner_dir`` (a trained scanner) when given; otherwise a fresh
+    scanner that ``fit`` trains on the training titles themselves (minutes on CPU).
+    """
+    check_method(method)
+    fit_options: dict[str, Any] = {}
+    if method == "pscanner":
+        if scanner_dir is not None:
+            from .pscanner.scanner import load_scanner
+
+            detector: Any = load_scanner(scanner_dir, progress=True)
+        else:
+            from .pscanner.scanner import PScanner
+            from .pscanner.train import ScannerConfig
+
+            name = backbone or ScannerConfig.backbone
+            detector = PScanner(backbone=name, progress=True)
+            fit_options["train_config"] = ScannerConfig(backbone=name, seed=seed)
+        if threshold is not None:
+            detector.threshold = float(threshold)
+        return detector, fit_options
+    if scanner_dir is not None:
+        raise ConfigError(f"--scanner is only used by method pscanner, not {method!r}")
+    from .baselines import make_detector
+
+    detector = make_detector(method, backbone=backbone, seed=seed, threshold=threshold, progress=True)
+    return detector, fit_options
+
+
+def _spans(detector: Any, titles: list[str]) -> list[str | None]:
+    """The detected trigger span of each title, where the detector can say (``spans``, or
+    P-Scanner's ``explain`` fragment); ``None`` elsewhere."""
+    if callable(getattr(detector, "spans", None)):
+        return list(detector.spans(titles))
+    if callable(getattr(detector, "explain", None)):
+        return [detector.explain(t).get("fragment") or None for t in titles]
+    return [None] * len(titles)
+
+
+def detect(
+    detector: Detector, dataset: SplitDataset, fit_options: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    """Fit on the training items' distinct titles, score them; one row per training item
+    (``span``: the detected trigger, for flagged titles whose detector knows it)."""
+    items = training_items(dataset)
+    titles = [dataset.catalog.titles[i] for i in items]
+    distinct = sorted(set(titles))
+    detector.fit(distinct, dataset.catalog.domain, **(fit_options or {}))
+    scores = np.asarray(detector.score(distinct), dtype=float)
+    flagged = [t for t, s in zip(distinct, scores, strict=True) if s >= detector.threshold]
+    spans = dict(zip(flagged, _spans(detector, flagged), strict=True))
+    by_title = dict(zip(distinct, scores.tolist(), strict=True))
+    rows = []
+    for item, title in zip(items, titles, strict=True):
+        score = by_title[title]
+        row: dict[str, Any] = {
+            "item": item,
+            "title": title,
+            "score": score,
+            "flagged": bool(score >= detector.threshold),
+        }
+        if spans.get(title) is not None:
+            row["span"] = spans[title]
+        rows.append(row)
+    return rows
+
+
+def defend(
+    data_dir: str | os.PathLike,
+    method: str = "pscanner",
+    out: str | os.PathLike = "defended",
+    policy: str = "drop-target",
+    backbone: str | None = None,
+    scanner_dir: str | os.PathLike | None = None,
+    seed: int = 0,
+    threshold: float | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Detect, sanitize and write (see the module docstring); returns the defense report."""
+    from ..eval.detection import detection_metrics
+
+    check_method(method)
+    check_policy(policy)
+    check_output_dir(out, force)
+    data_dir = Path(data_dir)
+    dataset = load_dataset(data_dir)
+    manifest_path = data_dir / POISON_MANIFEST
+    poison_manifest = read_json(manifest_path) if manifest_path.is_file() else None
+
+    detector, fit_options = build_detector(method, backbone, scanner_dir, seed, threshold)
+    rows = detect(detector, dataset, fit_options)
+    flagged = [r["item"] for r in rows if r["flagged"]]
+    spans = {r["item"]: r.get("span") for r in rows if r["flagged"]}
+    sanitized, sanitize_report = sanitize(dataset, flagged, policy, spans, poison_manifest)
+
+    report: dict[str, Any] = {
+        "data_dir": str(data_dir),
+        "detector": detector.name,
+        "method": method,
+        "backbone": getattr(detector, "backbone", backbone),
+        "scanner_dir": None if scanner_dir is None else str(scanner_dir),
+        "seed": seed,
+        "threshold": float(detector.threshold),
+        "threshold_rule": "given" if threshold is not None else "detector default",
+        "counts": {
+            "scored_items": len(rows),
+            "distinct_titles": len({r["title"] for r in rows}),
+            "flagged_items": len(flagged),
+        },
+        "sanitize": sanitize_report,
+        "metrics": None,
+    }
+    if poison_manifest is not None:
+        triggered = {int(i) for i in poison_manifest.get("triggered_items", [])}
+        y = [int(r["item"] in triggered) for r in rows]
+        report["metrics"] = detection_metrics(
+            y, [r["score"] for r in rows], [int(r["flagged"]) for r in rows]
+        )
+        report["metrics"]["triggered_not_in_train"] = len(triggered - {r["item"] for r in rows})
+
+    with atomic_output_dir(out, force=force) as tmp:
+        write_dataset_files(sanitized, tmp)
+        write_json(tmp / "detections.json", rows)
+        write_json(tmp / "defense_report.json", report)
+        if (data_dir / "attack_sets").is_dir():
+            shutil.copytree(data_dir / "attack_sets", tmp / "attack_sets")
+    return report
