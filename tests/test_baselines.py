@@ -79,6 +79,13 @@ def test_stat_flags_repeated_rare_fragment_and_not_natural_edits(trigger_fn, spa
     assert set(spans) == {span}
 
 
+def test_stat_flags_a_trigger_on_a_tenth_of_the_catalog():
+    """BadRec's per-sample policy at P_R 1% triggers ~10% of LastFM: still a trigger."""
+    titles, y = poisoned_catalog(lambda t: f"{t}_5v", n_poison=30)
+    det = StatDetector().fit(titles, "movies")
+    assert flag(det, titles)[1].tolist() == y.tolist()
+
+
 def test_stat_needs_repetition_and_is_quiet_on_a_clean_catalog():
     titles = natural_catalog()
     det = StatDetector().fit(titles, "movies")
