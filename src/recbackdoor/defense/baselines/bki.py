@@ -26,17 +26,15 @@ from __future__ import annotations
 import math
 from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
 from ...errors import ConfigError
 from .common import (
-    DEFAULT_FLAG_RATE,
+    LMDetectorBase,
     calibrated_threshold,
     check_domain,
-    check_flag_rate,
-    without,
+    leave_one_word_out,
     words,
 )
 
@@ -46,42 +44,16 @@ def _cosine_distance(a: np.ndarray, b: np.ndarray) -> float:
     return 1.0 - float(a @ b) / denom if denom > 0 else 0.0
 
 
-class BKIDetector:
+class BKIDetector(LMDetectorBase):
     """Salient keywords repeated across the catalog."""
 
     name = "bki"
 
-    def __init__(
-        self,
-        backbone: str = "smollm2-135m",
-        threshold: float | None = None,
-        flag_rate: float = DEFAULT_FLAG_RATE,
-        batch_size: int = 64,
-        device: Any = None,
-        dtype: Any = None,
-        lm: Any = None,
-        progress: bool = False,
-    ) -> None:
-        self.backbone = backbone
-        self._explicit = threshold
-        self.threshold = float("inf") if threshold is None else float(threshold)
-        self.flag_rate = check_flag_rate(flag_rate)
-        self._lm = lm
-        self._lm_options = {
-            "batch_size": batch_size, "device": device, "dtype": dtype, "progress": progress,
-        }  # fmt: skip
+    def _reset(self) -> None:
         self.keyword_scores: dict[str, float] = {}
         self._fitted = False
         self._domain: str | None = None
         self._kw_cache: dict[str, tuple[str, float] | None] = {}  # title -> keyword, salience
-
-    @property
-    def lm(self) -> Any:
-        if self._lm is None:
-            from .lm import TitleLM
-
-            self._lm = TitleLM(self.backbone, **self._lm_options)
-        return self._lm
 
     def _keywords(self, titles: list[str], domain: str) -> list[tuple[str, float] | None]:
         """Each title's most salient word (lower-cased) and its salience (cached per title)."""
@@ -93,16 +65,7 @@ class BKIDetector:
         return [self._kw_cache[t] for t in titles]
 
     def _compute_keywords(self, titles: list[str], domain: str) -> list[tuple[str, float] | None]:
-        texts: list[str] = []
-        owners: list[tuple[int, int]] = []
-        split = [words(t) for t in titles]
-        for i, (title, ws) in enumerate(zip(titles, split, strict=True)):
-            if len(ws) < 2:
-                continue
-            texts.append(title)
-            owners.append((i, -1))
-            texts.extend(without(title, ws, j) for j in range(len(ws)))
-            owners.extend((i, j) for j in range(len(ws)))
+        texts, owners, split = leave_one_word_out(titles)
         emb = self.lm.run(texts, domain=domain, want="embed") if texts else np.zeros((0, 1))
         full: dict[int, np.ndarray] = {}
         best: list[tuple[str, float] | None] = [None] * len(titles)

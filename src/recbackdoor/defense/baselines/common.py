@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +60,57 @@ def without(title: str, word_list: Sequence[str], index: int) -> str:
     rest = [w for j, w in enumerate(word_list) if j != index]
     joiner = " " if len(title.split()) > 1 else ""
     return joiner.join(rest)
+
+
+def leave_one_word_out(titles: Sequence[str]) -> tuple[list[str], list[tuple[int, int]], list[list[str]]]:
+    """The texts ONION and BKI feed their LM: each title of two or more words, then the title
+    with each word removed in turn. ``owners[k]`` = (title index, removed word index, or -1 for
+    the whole title) of ``texts[k]``; ``split[i]`` = the words of title ``i``."""
+    texts: list[str] = []
+    owners: list[tuple[int, int]] = []
+    split = [words(t) for t in titles]
+    for i, (title, ws) in enumerate(zip(titles, split, strict=True)):
+        if len(ws) < 2:
+            continue
+        texts.append(title)
+        owners.append((i, -1))
+        texts.extend(without(title, ws, j) for j in range(len(ws)))
+        owners.extend((i, j) for j in range(len(ws)))
+    return texts, owners, split
+
+
+class LMDetectorBase:
+    """Set-up shared by the detectors that read titles with a language model (ONION, BKI):
+    the backbone, the threshold rule, and a lazily loaded (or injected) ``TitleLM``."""
+
+    def __init__(
+        self,
+        backbone: str = "smollm2-135m",
+        threshold: float | None = None,
+        flag_rate: float = DEFAULT_FLAG_RATE,
+        batch_size: int = 64,
+        device: Any = None,
+        dtype: Any = None,
+        lm: Any = None,
+        progress: bool = False,
+    ) -> None:
+        self.backbone = backbone
+        self._explicit = threshold
+        self.threshold = float("inf") if threshold is None else float(threshold)
+        self.flag_rate = check_flag_rate(flag_rate)
+        self._lm = lm
+        self._lm_options = {
+            "batch_size": batch_size, "device": device, "dtype": dtype, "progress": progress,
+        }  # fmt: skip
+        self._reset()
+
+    def _reset(self) -> None:
+        """Set up the detector's own state (caches); subclasses override."""
+
+    @property
+    def lm(self) -> Any:
+        if self._lm is None:
+            from .lm import TitleLM
+
+            self._lm = TitleLM(self.backbone, **self._lm_options)
+        return self._lm

@@ -15,54 +15,20 @@ given. ONION needs no training; ``fit`` just scores the catalog to place the thr
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
-from .common import (
-    DEFAULT_FLAG_RATE,
-    calibrated_threshold,
-    check_domain,
-    check_flag_rate,
-    without,
-    words,
-)
+from .common import LMDetectorBase, calibrated_threshold, check_domain, leave_one_word_out
 
 
-class OnionDetector:
+class OnionDetector(LMDetectorBase):
     """Perplexity drop when one word is removed."""
 
     name = "onion"
 
-    def __init__(
-        self,
-        backbone: str = "smollm2-135m",
-        threshold: float | None = None,
-        flag_rate: float = DEFAULT_FLAG_RATE,
-        batch_size: int = 64,
-        device: Any = None,
-        dtype: Any = None,
-        lm: Any = None,
-        progress: bool = False,
-    ) -> None:
-        self.backbone = backbone
-        self._explicit = threshold
-        self.threshold = float("inf") if threshold is None else float(threshold)
-        self.flag_rate = check_flag_rate(flag_rate)
-        self._lm = lm
-        self._lm_options = {
-            "batch_size": batch_size, "device": device, "dtype": dtype, "progress": progress,
-        }  # fmt: skip
+    def _reset(self) -> None:
         self.domain = "movies"
         self._cache: dict[str, tuple[float, str | None]] = {}
-
-    @property
-    def lm(self) -> Any:
-        if self._lm is None:
-            from .lm import TitleLM
-
-            self._lm = TitleLM(self.backbone, **self._lm_options)
-        return self._lm
 
     def fit(self, titles: Sequence[str], domain: str) -> OnionDetector:
         if check_domain(domain) != self.domain:
@@ -73,17 +39,7 @@ class OnionDetector:
         return self
 
     def _compute(self, titles: list[str]) -> None:
-        texts: list[str] = []
-        owners: list[tuple[int, int]] = []  # (title index, removed word index or -1)
-        split = [words(t) for t in titles]
-        for i, (title, ws) in enumerate(zip(titles, split, strict=True)):
-            if len(ws) < 2:
-                continue
-            texts.append(title)
-            owners.append((i, -1))
-            for j in range(len(ws)):
-                texts.append(without(title, ws, j))
-                owners.append((i, j))
+        texts, owners, split = leave_one_word_out(titles)
         ppl = np.exp(self.lm.run(texts, domain=self.domain, want="nll")) if texts else np.zeros(0)
         full: dict[int, float] = {}
         best: dict[int, tuple[float, str | None]] = {i: (0.0, None) for i in range(len(titles))}
