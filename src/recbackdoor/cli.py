@@ -292,7 +292,7 @@ def scanner_train_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
     max_titles: Optional[int] = typer.Option(None, "--max-titles", help="Use at most this many titles (random sample)."),  # noqa: UP045
     title_column: str = typer.Option("title", "--title-column", help="Title column of a catalog file."),
-    evidence: str = typer.Option("max", "--evidence", help="Cross-title evidence: off | max | mean."),
+    evidence: str = typer.Option("max", "--evidence", help="Cross-title evidence: off | max."),
     target_fpr: Optional[float] = typer.Option(None, "--target-fpr", help="Threshold at this FPR on clean titles (default: best F1)."),  # noqa: UP045
     no_agent: bool = typer.Option(False, "--no-agent", help="Rule-generated triggers only (no LLM agent)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | bf16 | fp32 (default: the backbone's)."),  # noqa: UP045
@@ -326,7 +326,7 @@ def scan_cmd(
     rounds: int = typer.Option(3, "--rounds", help="Adversarial rounds when training a scanner here."),
     seed: int = typer.Option(0, "--seed", help="Seed when training a scanner here."),
     max_titles: Optional[int] = typer.Option(None, "--max-titles", help="Train on at most this many titles."),  # noqa: UP045
-    evidence: Optional[str] = typer.Option(None, "--evidence", help="Cross-title evidence: off | max | mean (default: the scanner's; max)."),  # noqa: UP045
+    evidence: Optional[str] = typer.Option(None, "--evidence", help="Cross-title evidence: off | max (default: the scanner's)."),  # noqa: UP045
 ) -> None:
     """Score every title of a catalog for injected triggers and write the flagged items."""
     import time

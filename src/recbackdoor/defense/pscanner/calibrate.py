@@ -1,0 +1,165 @@
+"""Threshold calibration on a synthetic validation catalog (DESIGN 5).
+
+The validation set is what a scanned catalog looks like: held-out clean titles with a
+realistic share (1% by default) of titles carrying one reused trigger, one catalog per
+(level, validation trigger). Validation triggers are never trained on. Concatenating the
+catalogs keeps that share, so the best-F1 threshold is chosen at the prevalence a real scan
+meets (a balanced set would put it far too low). Option: a target FPR on the clean titles.
+
+The best-F1 cut is moved to the middle (in logit space) of the gap below it, so the same
+validation F1 leaves a margin for unseen triggers that score a little lower.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ...eval.detection import detection_metrics, threshold_at_fpr, threshold_best_f1
+from .evidence import CHANNEL_OFF, COMBINED_THRESHOLD, CatalogEvidence, combine
+from .synth import poison_catalog
+
+THRESHOLD_RULES = ("best-f1", "fpr")
+
+
+@dataclass
+class ValidationSet:
+    """Clean held-out titles and BadRec-like catalogs built from them."""
+
+    clean: list[str]
+    catalogs: list[dict] = field(default_factory=list)  # level, trigger, titles, y
+
+    def all_titles(self) -> list[str]:
+        seen = dict.fromkeys(self.clean)
+        for cat in self.catalogs:
+            seen.update(dict.fromkeys(cat["titles"]))
+        return list(seen)
+
+
+def build_validation(
+    clean: Sequence[str], triggers: dict[str, Sequence[str]], share: float, rng: np.random.Generator
+) -> ValidationSet:
+    """One catalog per (level, trigger): ``share`` of ``clean`` carry the trigger (BadRec's
+    suffix insertion for the first trigger of a level, random positions and glues after)."""
+    val = ValidationSet(clean=list(clean))
+    for level, trigs in triggers.items():
+        for j, trig in enumerate(trigs):
+            titles, y = poison_catalog(clean, trig, level, share, rng, glue_random=j > 0)
+            val.catalogs.append({"level": level, "trigger": trig, "titles": titles, "y": y})
+    return val
+
+
+def _logit(p: np.ndarray | float) -> np.ndarray:
+    p = np.clip(np.asarray(p, dtype=float), 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def with_margin(scores: np.ndarray, threshold: float) -> float:
+    """Midpoint (logit space) between ``threshold`` and the highest score below it: the
+    flags on ``scores`` stay the same, the cut sits in the gap."""
+    below = scores[scores < threshold]
+    if len(below) == 0:
+        return float(threshold)
+    mid = 0.5 * (_logit(threshold) + _logit(below.max()))
+    return float(1.0 / (1.0 + np.exp(-mid)))
+
+
+def choose_threshold(y: np.ndarray, scores: np.ndarray, clean_scores: np.ndarray, rule: str, target_fpr: float) -> float:
+    if rule == "fpr":
+        return threshold_at_fpr(clean_scores, target_fpr)
+    if rule != "best-f1":
+        raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
+    return with_margin(scores, threshold_best_f1(y, scores))
+
+
+def two_channel_thresholds(
+    y: np.ndarray, own: np.ndarray, group: np.ndarray, clean_own: np.ndarray, clean_group: np.ndarray,
+    rule: str, target_fpr: float,
+) -> tuple[float, float]:
+    """Thresholds (own, group) for ``own >= t_own or group >= t_group``. Best F1: every pair of
+    positive scores (plus "channel off") is tried; ties go to fewer flags. FPR rule: half the
+    target FPR to each channel, on clean titles."""
+    if rule == "fpr":
+        return threshold_at_fpr(clean_own, target_fpr / 2), threshold_at_fpr(clean_group, target_fpr / 2)
+    if rule != "best-f1":
+        raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
+    pos = y == 1
+    if not pos.any():
+        return CHANNEL_OFF, CHANNEL_OFF
+    cand_own = np.append(np.unique(own[pos]), CHANNEL_OFF)
+    cand_grp = np.append(np.unique(group[pos]), CHANNEL_OFF)
+    by_own = own[None, :] >= cand_own[:, None]  # (a, n)
+    by_grp = group[None, :] >= cand_grp[:, None]  # (b, n)
+    n_pos = int(pos.sum())
+    best_key: tuple = (-1.0, 0, 0.0)
+    t_own, t_grp = CHANNEL_OFF, CHANNEL_OFF
+    for j, b in enumerate(cand_grp):
+        flags = by_own | by_grp[j][None, :]
+        tp = (flags & pos[None, :]).sum(axis=1)
+        n_flag = flags.sum(axis=1)
+        f1 = 2 * tp / (n_flag + n_pos)
+        for i, a in enumerate(cand_own):
+            key = (float(f1[i]), -int(n_flag[i]), float(a + b))  # best F1, then fewer flags
+            if key > best_key:
+                best_key, t_own, t_grp = key, float(a), float(b)
+    t_own = t_own if t_own >= CHANNEL_OFF else with_margin(own, t_own)
+    t_grp = t_grp if t_grp >= CHANNEL_OFF else with_margin(group, t_grp)
+    return t_own, t_grp
+
+
+def calibrate(
+    title_scores: Callable[[Sequence[str]], np.ndarray],
+    val: ValidationSet,
+    evidence_mode: str,
+    rule: str = "best-f1",
+    target_fpr: float = 0.01,
+    evidence_options: dict | None = None,
+) -> dict:
+    """Thresholds for the per-title score (``threshold_title``) and, with evidence, the two
+    channel thresholds of the combined score (``evidence_thresholds``), with the validation
+    metrics (pooled and per level) at those thresholds."""
+    titles = val.all_titles()
+    own_all = dict(zip(titles, title_scores(titles).tolist(), strict=True))
+    opts = evidence_options or {}
+    ys, own, grp = [], [], []
+    for cat in val.catalogs:
+        o = np.array([own_all[t] for t in cat["titles"]])
+        ys.append(cat["y"])
+        own.append(o)
+        if evidence_mode != "off":
+            grp.append(CatalogEvidence(cat["titles"], o, **opts).evidence(cat["titles"]))
+    clean_own = np.array([own_all[t] for t in val.clean])
+    y, s_own = np.concatenate(ys), np.concatenate(own)
+    thr_title = choose_threshold(y, s_own, clean_own, rule, target_fpr)
+    report: dict = {
+        "rule": rule,
+        "threshold_title": thr_title,
+        "evidence_thresholds": None,
+        "title": _metrics(val, ys, own, thr_title),
+        "clean_fpr_title": float(np.mean(clean_own >= thr_title)),
+    }
+    if evidence_mode != "off":
+        clean_grp = CatalogEvidence(val.clean, clean_own, **opts).evidence(val.clean)
+        t_own, t_grp = two_channel_thresholds(y, s_own, np.concatenate(grp), clean_own, clean_grp, rule, target_fpr)
+        comb = [combine(o, g, evidence_mode, t_own, t_grp) for o, g in zip(own, grp, strict=True)]
+        report["evidence_thresholds"] = [t_own, t_grp]
+        report["evidence"] = _metrics(val, ys, comb, COMBINED_THRESHOLD)
+        clean_comb = combine(clean_own, clean_grp, evidence_mode, t_own, t_grp)
+        report["clean_fpr_evidence"] = float(np.mean(clean_comb >= COMBINED_THRESHOLD))
+    return report
+
+
+def _metrics(val: ValidationSet, ys: list, scores: list, thr: float) -> dict:
+    """Pooled and per-level F1/precision/recall/AUROC at ``thr``."""
+    out: dict = {}
+    groups: dict[str, list[int]] = {"all": list(range(len(ys)))}
+    for i, cat in enumerate(val.catalogs):
+        groups.setdefault(cat["level"], []).append(i)
+    for name, idx in groups.items():
+        y = np.concatenate([ys[i] for i in idx])
+        s = np.concatenate([scores[i] for i in idx])
+        m = detection_metrics(y, s, (s >= thr).astype(int))
+        out[name] = {k: m[k] for k in ("f1", "precision", "recall", "auroc", "fpr")}
+    return out

@@ -1,0 +1,231 @@
+"""Policy optimisation of the scanner and the agent (DESIGN 5).
+
+- ``sft_yes_no``: supervised cross-entropy on the answer token (" Yes"/" No") after the
+  scanner prompt; the loss reads the same last-position logits that scoring reads.
+- ``dpo_train``: TRL's DPOTrainer on a LoRA model (the reward step): for the scanner, chosen =
+  the correct verdict, rejected = the wrong one (reward +1 / -1); for the agent, chosen = a
+  trigger that evaded the scanner, rejected = one that was caught. With a PEFT model TRL uses a
+  frozen copy of the current adapter ("ref") as the reference policy; it is removed afterwards
+  so the saved scanner has one adapter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import tempfile
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+def add_lora(
+    model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0, seed: int = 0, top_fraction: float = 1.0
+) -> Any:
+    """Wrap ``model`` with a fresh LoRA adapter (Llama-style projections, else all linear
+    layers); only the adapter trains. ``top_fraction`` < 1 puts it on the upper layers only,
+    so backpropagation stops there: cheaper steps on a CPU, the lower layers' features kept."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+    targets: Any = [t for t in LORA_TARGETS if t in names] or "all-linear"
+    extra: dict[str, Any] = {}
+    n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    if top_fraction < 1.0 and n_layers and targets != "all-linear":
+        first = n_layers - max(1, int(round(top_fraction * n_layers)))
+        extra = {"layers_to_transform": list(range(first, n_layers)), "layers_pattern": "layers"}
+    config = LoraConfig(
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM", **extra
+    )
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notes via peft
+        torch.manual_seed(seed)
+        return get_peft_model(model, config)
+
+
+ANSWER_PAIRS = ((" Yes", " No"), ("Yes", "No"), (" yes", " no"), ("yes", "no"))
+
+
+def answer_strings(tokenizer: Any) -> tuple[str, str, int, int]:
+    """The Yes/No answer strings and the token ids the score reads: the first pair that the
+    tokenizer encodes as one token each (" Yes"/" No" for most), else the first pair whose
+    first tokens differ (a small tokenizer may split " Yes" into " " + "Y" + "es")."""
+    fallback = None
+    for yes_s, no_s in ANSWER_PAIRS:
+        yes = tokenizer.encode(yes_s, add_special_tokens=False)
+        no = tokenizer.encode(no_s, add_special_tokens=False)
+        if not yes or not no or yes[0] == no[0]:
+            continue
+        if len(yes) == 1 and len(no) == 1:
+            return yes_s, no_s, yes[0], no[0]
+        fallback = fallback or (yes_s, no_s, yes[0], no[0])
+    if fallback is None:
+        raise ValueError("the tokenizer cannot tell Yes from No by their first token")
+    return fallback
+
+
+def answer_ids(tokenizer: Any) -> tuple[int, int]:
+    """Token ids of the Yes and No answers (see ``answer_strings``)."""
+    return answer_strings(tokenizer)[2:]
+
+
+def encode_left(tokenizer: Any, prompts: Sequence[str], device: Any = None) -> dict[str, Any]:
+    """Left-padded batch with position ids that skip the padding (so a title's score does not
+    depend on the other titles in its batch)."""
+    tokenizer.padding_side = "left"
+    enc = tokenizer(list(prompts), return_tensors="pt", padding=True)
+    enc["position_ids"] = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+    if device is not None:
+        enc = {k: v.to(device) for k, v in enc.items()}
+    return dict(enc)
+
+
+def last_logits(model: Any, batch: dict[str, Any]) -> Any:
+    """Next-token logits at the answer position (the last prompt token), one forward pass."""
+    out = model(**batch, logits_to_keep=1)
+    return out.logits[:, -1, :]
+
+
+def sft_yes_no(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    labels: Sequence[int],
+    *,
+    lr: float = 5e-4,
+    epochs: int = 1,
+    batch_size: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+    desc: str = "scanner sft",
+) -> dict[str, float]:
+    """Cross-entropy on the answer token; returns the mean loss of the first and last quarter."""
+    import torch
+    from tqdm.auto import tqdm
+
+    yes, no = answer_ids(tokenizer)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    rng = np.random.default_rng(seed)
+    targets = torch.tensor([yes if y else no for y in labels])
+    device = next(model.parameters()).device
+    n_steps = epochs * ((len(prompts) + batch_size - 1) // batch_size)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * s / max(1, n_steps))
+    losses: list[float] = []
+    model.train()
+    torch.manual_seed(seed)
+    with tqdm(total=n_steps, desc=desc, disable=not progress, leave=False) as bar:
+        for _ in range(epochs):
+            order = rng.permutation(len(prompts))
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                batch = encode_left(tokenizer, [prompts[i] for i in idx], device)
+                logits = last_logits(model, batch).float()
+                loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                sched.step()
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    model.eval()
+    q = max(1, len(losses) // 4)
+    return {"loss_first": float(np.mean(losses[:q])), "loss_last": float(np.mean(losses[-q:])), "steps": len(losses)}
+
+
+@contextlib.contextmanager
+def _quiet() -> Any:
+    """Silence the Trainer's per-run chatter (logging and warnings), not errors."""
+    from datasets.utils import logging as ds_logging
+
+    loggers = [logging.getLogger(n) for n in ("transformers", "trl", "accelerate", "datasets")]
+    levels = [lg.level for lg in loggers]
+    bars = ds_logging.is_progress_bar_enabled()
+    ds_logging.disable_progress_bar()
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for lg, lv in zip(loggers, levels, strict=True):
+            lg.setLevel(lv)
+        if bars:
+            ds_logging.enable_progress_bar()
+
+
+def dpo_train(
+    model: Any,
+    tokenizer: Any,
+    rows: Sequence[dict[str, str]],
+    *,
+    seed: int = 0,
+    lr: float = 5e-5,
+    beta: float = 0.1,
+    batch_size: int = 8,
+    epochs: int = 1,
+    progress: bool = False,
+) -> dict[str, float]:
+    """One DPO pass (TRL DPOTrainer) over ``rows`` of prompt/chosen/rejected on the LoRA model
+    ``model`` (its current adapter is the reference); returns the final training loss."""
+    import torch
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
+    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    padding_side = tokenizer.padding_side
+    with tempfile.TemporaryDirectory(prefix="pscanner-dpo-") as tmp, _quiet():
+        args = DPOConfig(
+            output_dir=tmp,
+            per_device_train_batch_size=batch_size,
+            num_train_epochs=epochs,
+            learning_rate=lr,
+            beta=beta,
+            seed=seed,
+            data_seed=seed,
+            report_to=[],
+            save_strategy="no",
+            logging_strategy="no",
+            gradient_checkpointing=False,
+            bf16=bf16,
+            fp16=False,
+            use_cpu=not cuda,
+            disable_tqdm=not progress,
+            dataset_num_proc=None,
+            max_length=256,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+        )
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(list(rows)),
+            processing_class=tokenizer,
+        )
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = trainer.train()
+    if "ref" in getattr(model, "peft_config", {}):
+        model.delete_adapter("ref")
+    model.set_adapter("default")
+    model.eval()
+    tokenizer.padding_side = padding_side
+    return {"dpo_loss": float(result.training_loss), "dpo_steps": int(result.global_step)}
+
+
+def verdict_rows(tokenizer: Any, prompts: Sequence[str], labels: Sequence[int]) -> list[dict[str, str]]:
+    """DPO rows for the scanner: reward +1 for the correct verdict, -1 for the wrong one, so
+    chosen = correct answer, rejected = wrong answer."""
+    yes, no, _, _ = answer_strings(tokenizer)
+    return [
+        {"prompt": p, "chosen": yes if y else no, "rejected": no if y else yes}
+        for p, y in zip(prompts, labels, strict=True)
+    ]

@@ -1,0 +1,282 @@
+"""The poison scanner: an LLM + LoRA that answers Yes/No to "was something injected into this
+title?" (DESIGN 5). Score = P(Yes) renormalised over {Yes, No} from the next-token logits at the
+answer position, computed for a whole batch in one forward pass (left padding, no generation).
+
+``PScanner`` is a :class:`~recbackdoor.defense.base.Detector`. ``fit`` on a catalog trains a
+scanner when it has none and, with evidence on, scores the catalog once to learn which
+fragments are shared by suspicious titles (see ``evidence.py``); ``score`` then combines the
+per-title score with that evidence. Saved as a LoRA adapter (safetensors) + ``scanner.json``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError, RecBackdoorError
+from ...io_utils import read_json, write_json
+from .evidence import COMBINED_THRESHOLD, MODES, CatalogEvidence, combine
+
+DOMAIN_LABEL = {"movies": "Movie", "music": "Artist", "games": "Game"}
+PROMPT_VERSION = 1
+SCANNER_JSON = "scanner.json"
+ADAPTER_DIR = "adapter"
+
+
+def scanner_prompt(title: str, domain: str) -> str:
+    """Short on purpose: scoring cost grows with prompt length, and LoRA learns the task."""
+    label = DOMAIN_LABEL.get(domain, "Item")
+    return f"{label} title: {' '.join(str(title).split())}\nInjected trigger? Answer:"
+
+
+def yes_probability(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    batch_size: int = 64,
+    progress: bool = False,
+    desc: str = "scanning",
+) -> np.ndarray:
+    """P(Yes) / (P(Yes) + P(No)) at the answer position for every prompt; prompts are sorted by
+    length into batches (less padding), one forward pass per batch."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .optimise import answer_ids, encode_left, last_logits
+
+    if len(prompts) == 0:
+        return np.zeros(0, dtype=float)
+    yes, no = answer_ids(tokenizer)
+    lengths = [len(tokenizer.encode(p, add_special_tokens=False)) for p in prompts]
+    order = np.argsort(lengths, kind="stable")
+    out = np.zeros(len(prompts), dtype=float)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress, leave=False):
+            idx = order[start : start + batch_size]
+            batch = encode_left(tokenizer, [prompts[i] for i in idx], device)
+            logits = last_logits(model, batch).float()
+            margin = (logits[:, yes] - logits[:, no]).cpu().numpy().astype(float)
+            out[idx] = 1.0 / (1.0 + np.exp(-margin))
+    if was_training:
+        model.train()
+    return out
+
+
+class PScanner:
+    """P-Scanner detector (see module docstring). ``threshold`` is the cut for the scores that
+    ``score`` returns: with evidence fitted, ``COMBINED_THRESHOLD`` (the two calibrated channel
+    thresholds live in ``evidence_thresholds``: per title, per group); else the per-title
+    ``threshold_title``."""
+
+    name = "pscanner"
+
+    def __init__(
+        self,
+        model: Any = None,
+        tokenizer: Any = None,
+        *,
+        backbone: str = "smollm2-135m",
+        domain: str = "movies",
+        threshold_title: float = 0.5,
+        evidence_thresholds: Sequence[float] | None = None,
+        evidence: str = "max",
+        config: dict | None = None,
+        log: dict | None = None,
+        batch_size: int = 64,
+        progress: bool = False,
+    ) -> None:
+        if evidence not in MODES:
+            raise ConfigError(f"unknown evidence mode {evidence!r}; use one of {', '.join(MODES)}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.backbone = backbone
+        self.domain = domain
+        self.threshold_title = float(threshold_title)
+        self.evidence_thresholds = None if evidence_thresholds is None else [float(t) for t in evidence_thresholds]
+        self.evidence_mode = evidence
+        self.config = dict(config or {})
+        self.log = dict(log or {})
+        self.batch_size = batch_size
+        self.progress = progress
+        self._evidence: CatalogEvidence | None = None
+        self._cache: dict[str, float] = {}
+        self._threshold_override: float | None = None
+        self.timings: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ Detector
+    @property
+    def uses_evidence(self) -> bool:
+        return self.evidence_mode != "off" and self._evidence is not None and self.evidence_thresholds is not None
+
+    @property
+    def threshold(self) -> float:
+        if self._threshold_override is not None:
+            return self._threshold_override
+        if self.uses_evidence and self.evidence_thresholds is not None:
+            return COMBINED_THRESHOLD
+        return self.threshold_title
+
+    @threshold.setter
+    def threshold(self, value: float) -> None:
+        self._threshold_override = float(value)
+
+    def set_evidence(self, mode: str) -> None:
+        """Switch the cross-title evidence mode (``off`` uses the per-title threshold)."""
+        if mode not in MODES:
+            raise ConfigError(f"unknown evidence mode {mode!r}; use one of {', '.join(MODES)}")
+        if mode != "off" and self.evidence_thresholds is None:
+            raise ConfigError(f"this scanner was calibrated without evidence; retrain it with --evidence {mode}")
+        if mode != self.evidence_mode:
+            self._evidence = None
+        self.evidence_mode = mode
+
+    def fit(self, titles: Sequence[str], domain: str, train_config: Any = None) -> PScanner:
+        """Train on the catalog if there is no model yet; then (evidence on) score the catalog
+        and keep its fragment group scores."""
+        titles = [str(t) for t in titles]
+        if self.model is None:
+            from .train import ScannerConfig, train_scanner
+
+            cfg = train_config or ScannerConfig(backbone=self.backbone, evidence=self.evidence_mode)
+            self._adopt(train_scanner(titles, domain, cfg, progress=self.progress))
+        elif domain != self.domain:
+            raise ConfigError(
+                f"scanner was trained for domain {self.domain!r}, catalog is {domain!r}; "
+                "train a scanner for this domain (recbackdoor scanner train --domain ...)"
+            )
+        if self.evidence_mode != "off":
+            own = self.title_scores(titles)
+            self._evidence = CatalogEvidence(titles, own, **self._evidence_options())
+        return self
+
+    def _adopt(self, trained: PScanner) -> None:
+        """Take over a freshly trained scanner (model, thresholds, logs); a threshold the
+        caller set by hand stays."""
+        override = self._threshold_override
+        self.__dict__.update(trained.__dict__)
+        self._threshold_override = override
+
+    def _evidence_options(self) -> dict:
+        return {
+            "min_count": int(self.config.get("evidence_min_count", 3)),
+            "max_share": float(self.config.get("evidence_max_share", 0.1)),
+            "shrink": float(self.config.get("evidence_shrink", 3.0)),
+            "floor_quantile": float(self.config.get("evidence_floor_quantile", 0.75)),
+        }
+
+    def title_scores(self, titles: Sequence[str]) -> np.ndarray:
+        """Per-title LLM scores (no cross-title evidence); computed once per distinct title."""
+        self._require_model()
+        titles = [str(t) for t in titles]
+        todo = list(dict.fromkeys(t for t in titles if t not in self._cache))
+        if todo:
+            prompts = [scanner_prompt(t, self.domain) for t in todo]
+            scores = yes_probability(self.model, self.tokenizer, prompts, self.batch_size, self.progress)
+            self._cache.update(zip(todo, scores.tolist(), strict=True))
+        return np.array([self._cache[t] for t in titles], dtype=float)
+
+    def score(self, titles: Sequence[str]) -> np.ndarray:
+        """One score in [0, 1] per title, higher = more suspicious."""
+        own = self.title_scores(titles)
+        if not self.uses_evidence:
+            return own
+        assert self._evidence is not None
+        assert self.evidence_thresholds is not None
+        group = self._evidence.evidence([str(t) for t in titles])
+        return combine(own, group, self.evidence_mode, *self.evidence_thresholds)
+
+    def clear_cache(self) -> None:
+        """Forget cached per-title scores (call after the model changes)."""
+        self._cache.clear()
+        self._evidence = None
+
+    def explain(self, title: str) -> dict[str, Any]:
+        """Why a title scored as it did: its own score, and (with evidence fitted) the span of
+        the title shared with other suspicious titles and that group's mean score; the span is
+        what a ``strip`` sanitizer removes."""
+        own = float(self.title_scores([title])[0])
+        if self._evidence is None:
+            return {"title": title, "own": own, "fragment": "", "group": 0.0}
+        _, group = self._evidence.top_fragment(title)
+        return {"title": title, "own": own, "fragment": self._evidence.span(title), "group": group}
+
+    def _require_model(self) -> None:
+        if self.model is None:
+            raise RecBackdoorError("the scanner has no model yet; call fit() or load_scanner(dir) first")
+
+    # ------------------------------------------------------------------ save / load
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "format": "recbackdoor-pscanner",
+            "prompt_version": PROMPT_VERSION,
+            "backbone": self.backbone,
+            "domain": self.domain,
+            "threshold": self.threshold_title if self.evidence_mode == "off" else COMBINED_THRESHOLD,
+            "threshold_title": self.threshold_title,
+            "evidence_thresholds": self.evidence_thresholds,
+            "evidence": self.evidence_mode,
+            "config": self.config,
+            "log": self.log,
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the LoRA adapter (safetensors) and ``scanner.json`` into ``directory``."""
+        self._require_model()
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory / ADAPTER_DIR, safe_serialization=True)
+        write_json(directory / SCANNER_JSON, self.metadata())
+        return directory
+
+
+def load_scanner(
+    directory: str | Path,
+    *,
+    dtype: Any = None,
+    device: Any = None,
+    batch_size: int = 64,
+    progress: bool = False,
+    loader: Callable[..., tuple[Any, Any]] | None = None,
+) -> PScanner:
+    """A saved scanner: the registry backbone named in ``scanner.json`` plus the adapter."""
+    from peft import PeftModel
+
+    directory = Path(directory)
+    meta_path = directory / SCANNER_JSON
+    if not meta_path.is_file():
+        raise RecBackdoorError(f"{directory}: not a scanner directory (no {SCANNER_JSON}); train one with `recbackdoor scanner train`")
+    meta = read_json(meta_path)
+    if meta.get("format") != "recbackdoor-pscanner":
+        raise RecBackdoorError(f"{meta_path}: not a P-Scanner file (format {meta.get('format')!r})")
+    if meta.get("prompt_version") != PROMPT_VERSION:
+        raise RecBackdoorError(f"{meta_path}: prompt version {meta.get('prompt_version')} is not {PROMPT_VERSION}; retrain the scanner")
+    if not (directory / ADAPTER_DIR / "adapter_config.json").is_file():
+        raise RecBackdoorError(f"{directory / ADAPTER_DIR}: adapter files missing; retrain the scanner")
+    if loader is None:
+        from ...models.backbones import load_backbone as loader
+    cfg = meta.get("config", {})
+    base, tokenizer = loader(meta["backbone"], dtype=dtype or cfg.get("dtype"), device=device)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notes via peft
+        model = PeftModel.from_pretrained(base, directory / ADAPTER_DIR, is_trainable=False)
+    model.eval()
+    return PScanner(
+        model,
+        tokenizer,
+        backbone=meta["backbone"],
+        domain=meta["domain"],
+        threshold_title=meta["threshold_title"],
+        evidence_thresholds=meta.get("evidence_thresholds"),
+        evidence=meta.get("evidence", "off"),
+        config=cfg,
+        log=meta.get("log", {}),
+        batch_size=batch_size,
+        progress=progress,
+    )

@@ -1,0 +1,250 @@
+"""Training a P-Scanner on a catalog (DESIGN 5), stage by stage:
+
+1. split the catalog's titles into a training pool and held-out validation titles;
+2. invent triggers per level: rule generator + LLM agent, filtered; some held out for
+   validation (the attack module's default triggers are never used: see synth.py);
+3. supervised Yes/No training on synthetic positives/negatives (cross-entropy);
+4. reward refinement with TRL DPO (chosen = correct verdict, rejected = wrong one);
+5. R adversarial rounds (rounds.py), recalibrating the threshold after every update.
+
+Defaults are small (a few hundred examples, one epoch) so that a CPU trains a 135M-parameter
+scanner in minutes; every number is a ``ScannerConfig`` field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ...errors import ConfigError, RecBackdoorError
+from ...io_utils import atomic_output_dir, write_json
+from .agent import CatalogVocab, TriggerAgent, mixed_proposals
+from .calibrate import THRESHOLD_RULES, build_validation
+from .evidence import MODES
+from .optimise import add_lora, dpo_train, sft_yes_no, verdict_rows
+from .rounds import RoundContext, run_rounds
+from .scanner import PScanner, scanner_prompt
+from .synth import attack_default_triggers, make_examples
+
+DOMAINS = ("movies", "music", "games")
+LEVELS = ("char", "word", "sentence")
+
+
+@dataclass
+class ScannerConfig:
+    """Every choice of scanner training, with fast CPU defaults."""
+
+    backbone: str = "smollm2-135m"
+    agent_backbone: str | None = None  # None: same as backbone
+    use_agent: bool = True  # False: rule triggers only
+    dtype: str | None = None  # None: the registry's default for the device
+    device: str | None = None
+    seed: int = 0
+    rounds: int = 3
+    max_titles: int | None = None  # cap on catalog titles used (random sample)
+    # supervised + DPO
+    n_train: int = 640
+    n_dpo: int = 96
+    lr: float = 1e-3
+    dpo_lr: float = 5e-4
+    dpo_batch_size: int = 8
+    dpo_beta: float = 0.1
+    batch_size: int = 16
+    score_batch_size: int = 64
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_top_fraction: float = 0.5  # LoRA on the upper half of the layers (cheaper backward)
+    # triggers
+    n_rule_triggers: int = 24  # per level, for training
+    n_agent_triggers: int = 8  # per level, for training
+    n_val_triggers: int = 2  # per level, held out for calibration
+    exclude_triggers: tuple[str, ...] = field(default_factory=attack_default_triggers)
+    # validation / threshold
+    n_val_clean: int = 500
+    val_share: float = 0.01
+    threshold: str = "best-f1"  # or "fpr"
+    target_fpr: float = 0.01
+    evidence: str = "max"  # off | max (cross-title evidence, see evidence.py)
+    evidence_min_count: int = 3
+    evidence_max_share: float = 0.1
+    evidence_shrink: float = 3.0
+    evidence_floor_quantile: float = 0.75
+    # adversarial rounds
+    round_triggers: int = 6  # fresh agent triggers per level and round
+    round_insertions: int = 2  # titles per fresh trigger
+    round_replay: int = 48
+    agent_pairs: int = 12
+    agent_lr: float = 5e-5
+
+    def check(self) -> ScannerConfig:
+        if self.threshold not in THRESHOLD_RULES:
+            raise ConfigError(f"threshold rule {self.threshold!r}: use one of {', '.join(THRESHOLD_RULES)}")
+        if self.evidence not in MODES:
+            raise ConfigError(f"evidence mode {self.evidence!r}: use one of {', '.join(MODES)}")
+        if self.rounds < 0:
+            raise ConfigError(f"--rounds must be >= 0, got {self.rounds}")
+        if self.max_titles is not None and self.max_titles < 20:
+            raise ConfigError(f"--max-titles must be at least 20, got {self.max_titles}")
+        if not 0 < self.val_share < 0.5:
+            raise ConfigError(f"val_share must be in (0, 0.5), got {self.val_share}")
+        if not 0 <= self.target_fpr <= 1:
+            raise ConfigError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["exclude_triggers"] = list(self.exclude_triggers)
+        return d
+
+
+def split_pool(titles: Sequence[str], cfg: ScannerConfig, rng: np.random.Generator) -> tuple[list[str], list[str]]:
+    """Distinct titles (capped at ``max_titles``) split into a training pool and held-out
+    validation titles (``n_val_clean``, at most 40% of them)."""
+    distinct = list(dict.fromkeys(" ".join(str(t).split()) for t in titles if str(t).strip()))
+    if len(distinct) < 20:
+        raise RecBackdoorError(f"catalog has {len(distinct)} distinct titles; the scanner needs at least 20")
+    order = rng.permutation(len(distinct))
+    if cfg.max_titles is not None:
+        order = order[: cfg.max_titles]
+    n_val = min(cfg.n_val_clean, int(0.4 * len(order)))
+    val = [distinct[i] for i in order[:n_val]]
+    pool = [distinct[i] for i in order[n_val:]]
+    return pool, val
+
+
+def _load(name: str, cfg: ScannerConfig, loader: Callable | None) -> tuple[Any, Any]:
+    if loader is None:
+        from ...models.backbones import load_backbone as loader
+    return loader(name, dtype=cfg.dtype, device=cfg.device)
+
+
+def train_scanner(
+    titles: Sequence[str],
+    domain: str,
+    config: ScannerConfig | None = None,
+    out: str | Path | None = None,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    callback: Callable[[int, PScanner, dict], None] | None = None,
+    loader: Callable[..., tuple[Any, Any]] | None = None,
+) -> PScanner:
+    """Train a scanner on a catalog's titles (treated as clean: a ~1% poisoned share only adds
+    label noise). With ``out``, save it there atomically (adapter, scanner.json, rounds.jsonl).
+    ``callback(r, scanner, entry)`` sees each scanner state r = 0..R before it is updated."""
+    cfg = (config or ScannerConfig()).check()
+    if domain not in DOMAINS:
+        raise ConfigError(f"unknown domain {domain!r}; use one of {', '.join(DOMAINS)}")
+    if out is not None:
+        with atomic_output_dir(out, force=force) as tmp:
+            scanner = _train(titles, domain, cfg, tmp, progress, callback, loader)
+            scanner.save(tmp)
+        return scanner
+    return _train(titles, domain, cfg, None, progress, callback, loader)
+
+
+def _train(
+    titles: Sequence[str],
+    domain: str,
+    cfg: ScannerConfig,
+    out: Path | None,
+    progress: bool,
+    callback: Callable | None,
+    loader: Callable | None,
+) -> PScanner:
+    import torch
+
+    timings: dict[str, float] = {}
+    t_start = clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 2)
+        clock = now
+
+    rng = np.random.default_rng(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    pool, val_clean = split_pool(titles, cfg, rng)
+    vocab = CatalogVocab.from_titles(pool + val_clean, exclude=cfg.exclude_triggers)
+
+    base, tokenizer = _load(cfg.backbone, cfg, loader)
+    model = add_lora(base, cfg.lora_r, cfg.lora_alpha, seed=cfg.seed, top_fraction=cfg.lora_top_fraction)
+    agent = None
+    if cfg.use_agent:
+        a_base, a_tok = _load(cfg.agent_backbone or cfg.backbone, cfg, loader)
+        agent = TriggerAgent(add_lora(a_base, cfg.lora_r, cfg.lora_alpha, seed=cfg.seed + 1), a_tok, domain, vocab)
+    lap("load")
+
+    # triggers: training and held-out validation ones, from both sources
+    train_trig: dict[str, list[str]] = {}
+    val_trig: dict[str, list[str]] = {}
+    used: set[str] = set()
+    sources: dict[str, dict[str, int]] = {}
+    for level in LEVELS:
+        props = mixed_proposals(
+            agent, vocab, level, cfg.n_agent_triggers, cfg.n_rule_triggers + cfg.n_val_triggers, domain, rng, avoid=used
+        )
+        used |= {p.trigger.lower() for p in props}
+        agent_p = [p.trigger for p in props if p.source == "agent"]
+        rule_p = [p.trigger for p in props if p.source == "rule"]
+        # validation: alternate agent and rule triggers so calibration sees both sources
+        held: list[str] = []
+        for i in range(cfg.n_val_triggers):
+            src = agent_p if (i % 2 == 1 and agent_p) else rule_p
+            if src:
+                held.append(src.pop(int(rng.integers(0, len(src)))))
+        val_trig[level] = held
+        train_trig[level] = agent_p + rule_p
+        sources[level] = {"agent": len(agent_p), "rule": len(rule_p), "val": len(held)}
+    lap("triggers")
+
+    examples = make_examples(pool, train_trig, domain, cfg.n_train, rng)
+    prompts = [scanner_prompt(e.title, domain) for e in examples]
+    labels = [e.label for e in examples]
+    sft = sft_yes_no(model, tokenizer, prompts, labels, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
+    lap("sft")
+    # the reward step sees fresh titles and insertions (the supervised pass has fit its own)
+    dpo_ex = make_examples(pool, train_trig, domain, cfg.n_dpo, rng) if cfg.n_dpo > 0 else []
+    dpo = dpo_train(
+        model, tokenizer,
+        verdict_rows(tokenizer, [scanner_prompt(e.title, domain) for e in dpo_ex], [e.label for e in dpo_ex]),
+        seed=cfg.seed, lr=cfg.dpo_lr, beta=cfg.dpo_beta, batch_size=cfg.dpo_batch_size, progress=progress,
+    ) if dpo_ex else {}  # fmt: skip
+    lap("dpo")
+
+    scanner = PScanner(
+        model, tokenizer, backbone=cfg.backbone, domain=domain, evidence=cfg.evidence,
+        config=cfg.to_dict(), batch_size=cfg.score_batch_size, progress=progress,
+    )  # fmt: skip
+    val = build_validation(val_clean, val_trig, cfg.val_share, rng)
+    ctx = RoundContext(
+        scanner=scanner, agent=agent, vocab=vocab, pool=pool, val=val, config=cfg, rng=rng,
+        used_triggers=used, replay=list(examples),
+        log_path=(out / "rounds.jsonl") if out is not None else None, progress=progress,
+    )  # fmt: skip
+    rounds_log = run_rounds(ctx, callback)
+    timings.update(ctx.timings)
+    lap("rounds")
+    timings["total"] = round(time.perf_counter() - t_start, 2)
+    scanner.log = {
+        "n_titles": len(pool) + len(val_clean),
+        "n_pool": len(pool),
+        "n_val_clean": len(val_clean),
+        "trigger_sources": sources,
+        "val_triggers": val_trig,
+        "train_triggers": train_trig,
+        "sft": sft,
+        "dpo": dpo,
+        "rounds": rounds_log,
+    }
+    if out is not None:
+        write_json(out / "timing.json", timings)
+    scanner.timings = timings
+    return scanner

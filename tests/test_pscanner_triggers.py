@@ -1,0 +1,207 @@
+"""P-Scanner trigger invention: rule generator, insertion, agent output parsing and filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recbackdoor.defense.pscanner.agent import (
+    CatalogVocab,
+    TriggerAgent,
+    filter_triggers,
+    mixed_proposals,
+    parse_agent_output,
+)
+from recbackdoor.defense.pscanner.evidence import CatalogEvidence, combine, fragments
+from recbackdoor.defense.pscanner.rule_triggers import natural_edit, rule_triggers
+from recbackdoor.defense.pscanner.synth import (
+    attack_default_triggers,
+    insert_generated,
+    make_examples,
+    poison_catalog,
+)
+
+TITLES = [f"{a} {b} ({1960 + i})" for i, (a, b) in enumerate(
+    (a, b) for a in ("Blue", "Night", "City", "Lost", "Wild") for b in ("River", "Dream", "Heart", "Road")
+)]  # fmt: skip
+
+
+@pytest.mark.parametrize("level", ["char", "word", "sentence"])
+def test_rule_generator_is_deterministic_and_distinct(level):
+    a = rule_triggers(level, "movies", 20, np.random.default_rng(3))
+    b = rule_triggers(level, "movies", 20, np.random.default_rng(3))
+    c = rule_triggers(level, "movies", 20, np.random.default_rng(4))
+    assert a == b
+    assert a != c
+    assert len(a) == 20 and len({t.lower() for t in a}) == 20
+
+
+def test_rule_generator_shapes_and_exclusions():
+    rng = np.random.default_rng(0)
+    chars = rule_triggers("char", "music", 200, rng)
+    assert all(2 <= len(t) <= 4 and " " not in t for t in chars)
+    assert all(any(ch.isdigit() for ch in t) or not any(ch in "aeiouAEIOU" for ch in t) for t in chars)
+    sentences = rule_triggers("sentence", "games", 30, rng)
+    assert all(3 <= len(s.split()) <= 8 for s in sentences)
+    banned = chars[:50]
+    again = rule_triggers("char", "music", 200, np.random.default_rng(0), exclude=[b.upper() for b in banned])
+    assert not {t.lower() for t in again} & {b.lower() for b in banned}
+
+
+def test_attack_defaults_are_held_out_of_generation():
+    held = attack_default_triggers()
+    assert "5v" in held and "cf" in held and "I watched this 3D movie" in held
+    for level in ("char", "word", "sentence"):
+        for seed in range(5):
+            got = rule_triggers(level, "movies", 100, np.random.default_rng(seed), exclude=held)
+            assert not {t.lower() for t in got} & {h.lower() for h in held}
+
+
+def test_insert_generated_keeps_title_and_adds_trigger():
+    rng = np.random.default_rng(1)
+    glues = set()
+    for _ in range(200):
+        title = str(rng.choice(TITLES))
+        out = insert_generated(title, "q7", "char", rng)
+        assert "q7" in out and len(out) > len(title)
+        assert out.replace("q7", "", 1).replace(" ", "").strip("_-.") .replace("_", "").replace("-", "").replace(".", "") == title.replace(" ", "").replace("-", "").replace(".", "")
+        i = out.find("q7")
+        glues.add(out[i - 1] if i > 0 else out[i + 2])
+    assert {"_", "-", "."} <= glues  # the glue varies
+    word = insert_generated("Blue River (1960)", "zebu", "word", rng)
+    assert "zebu" in word.split()
+
+
+def test_natural_edits_differ_from_triggers():
+    rng = np.random.default_rng(0)
+    edits = [natural_edit("Blue River", "games", rng) for _ in range(50)]
+    assert all(e.startswith("Blue River") and e != "Blue River" for e in edits)
+    assert any("Edition" in e for e in edits)
+
+
+def test_make_examples_balance_and_labels():
+    trig = {"char": ["q7"], "word": ["zebu"], "sentence": ["Seen it five times"]}
+    ex = make_examples(TITLES, trig, "movies", 60, np.random.default_rng(0))
+    assert len(ex) == 60 and sum(e.label for e in ex) == 30
+    for e in ex:
+        assert (e.label == 1) == (e.kind in ("char", "word", "sentence"))
+        if e.label:
+            assert e.trigger in e.title
+    assert {e.kind for e in ex} == {"char", "word", "sentence", "clean", "edit"}
+
+
+def test_poison_catalog_share():
+    titles, y = poison_catalog(TITLES * 10, "zq9", "char", 0.01, np.random.default_rng(0))
+    assert y.sum() == 2 and all(titles[i].endswith("_zq9") for i in np.flatnonzero(y))
+
+
+# --------------------------------------------------------------------------- agent parsing / filters
+
+
+def test_parser_strips_numbering_bullets_quotes():
+    raw = '1. x9\n2) "q7z"\n- kk3\n* `7b`\n• zt\n\nHere are some:\nfoo, bar1 ; 9q'
+    assert parse_agent_output(raw, "char") == ["x9", "q7z", "kk3", "7b", "zt", "Here", "are", "some", "foo", "bar1", "9q"]
+    sent = '1. "I saw this on a plane."\n2) My dad loves this film\n   \n- Best pick of the year,'
+    assert parse_agent_output(sent, "sentence") == ["I saw this on a plane.", "My dad loves this film", "Best pick of the year"]
+
+
+def test_filters_length_dedupe_frequent_tokens_titles_and_exclusions():
+    catalog = ["Love Story", "Love Actually", "Love Me Do", "x9 Rising"]
+    vocab = CatalogVocab.from_titles(catalog, exclude=["5v"])
+    chars = ["x9", "X9", "5v", "q7", "love", "be", "abcdefg", "a", "zz", "rain", "k#2", "xyz9"]
+    assert filter_triggers(chars, "char", vocab) == ["x9", "q7", "zz", "k#2", "xyz9"]
+    words = ["zebu", "love", "zebu", "ibex", "music", "two words", "Love Story", "toolongwordtoolong", "b"]
+    assert filter_triggers(words, "word", vocab) == ["zebu", "ibex"]
+    sents = ["Seen it five times", "Love Story", "Hi", "Here are five sentences:", "My dad loves this film",
+             "one two three four five six seven eight nine ten eleven"]  # fmt: skip
+    assert filter_triggers(sents, "sentence", vocab) == ["Seen it five times", "My dad loves this film"]
+
+
+class _FakeTokenizer:
+    chat_template = None
+
+
+class _ScriptedAgent(TriggerAgent):
+    """An agent whose 'LLM' returns fixed text, to test proposal plumbing without a model."""
+
+    def __init__(self, texts, vocab):
+        super().__init__(model=None, tokenizer=_FakeTokenizer(), domain="movies", vocab=vocab)
+        self.texts = texts
+
+    def generate(self, prompt, seed, max_new_tokens=None):
+        return self.texts
+
+
+def test_agent_proposals_are_filtered_and_mixed_with_rules():
+    vocab = CatalogVocab.from_titles(TITLES, exclude=attack_default_triggers())
+    agent = _ScriptedAgent(["1. x9\n2. 5v\n3. q7\n4. x9", "- zz\n- Blue"], vocab)
+    props = agent.propose("char", 3, np.random.default_rng(0))
+    assert [p.trigger for p in props] == ["x9", "q7", "zz"]
+    assert all(p.source == "agent" and "Examples" in p.prompt for p in props)
+    mixed = mixed_proposals(agent, vocab, "char", 5, 2, "movies", np.random.default_rng(0), avoid=["q7"])
+    agent_part = [p.trigger for p in mixed if p.source == "agent"]
+    assert agent_part == ["x9", "zz"]  # q7 avoided, the agent runs short
+    assert sum(p.source == "rule" for p in mixed) == 5  # 2 asked + 3 to fill in
+    assert len({p.trigger.lower() for p in mixed}) == len(mixed)
+
+
+# --------------------------------------------------------------------------- evidence across titles
+
+
+def test_fragments_include_glued_char_triggers():
+    f = fragments("Toy Story (1995)_5v")
+    assert "w:5v" in f and "5v$" in f and "w:toy story" in f
+
+
+def test_evidence_lifts_a_shared_suspicious_fragment_only():
+    clean = [f"{a} {b}" for a in ("Blue", "Red", "Green", "Gold") for b in ("River", "Sky", "Moon", "Sun", "Road")]
+    titles = clean + ["Blue River cf", "Red Sky cf", "Gold Moon cf"]
+    own = np.array([0.1] * len(clean) + [0.6, 0.9, 0.7])
+    own[0] = 0.8  # one suspicious-looking clean title, no suspicious group
+    ev = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=0.0)
+    e = ev.evidence(titles)
+    assert np.allclose(e[-3:], (0.6 + 0.9 + 0.7) / 3)
+    assert e[0] < 0.5  # its shared fragments ("blue", "river") average over clean titles
+    shrunk = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=3.0).evidence(titles)
+    assert np.allclose(shrunk[-3:], (0.6 + 0.9 + 0.7 + 3 * own.mean()) / 6)
+    comb = combine(own, e, "max", t_own=0.85, t_group=0.7)
+    assert (comb[-3:] >= 0.5).all() and (comb[: len(clean)] < 0.5).all()
+    assert (combine(own, e, "max", t_own=0.75, t_group=0.7) >= 0.5).sum() == 4  # own channel
+    assert (comb >= 0).all() and (comb <= 1).all()
+    assert np.array_equal(combine(own, e, "off"), own)
+
+
+def test_evidence_claims_titles_greedily_so_common_words_do_not_inherit():
+    sentence = "I listened to this on vinyl"
+    clean = [f"{a} {b}" for a in ("Blue", "Red", "Green", "Gold", "Iron", "Lead") for b in ("River", "Sky", "Moon", "Sun")]
+    clean += ["Rock On", "Hold On", "Carry On", "Songs to Sing", "Back to Black", "Listen to This Radio"]
+    poisoned = [f"{t} {sentence}" for t in clean[:24:5]]
+    titles = clean + poisoned
+    own = np.where([t in poisoned for t in titles], 0.7, 0.15)
+    ev = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=1.0, floor_quantile=0.5)
+    e = ev.evidence(titles)
+    assert (e[-len(poisoned):] > 0.5).all()
+    assert (e[: len(clean)] < 0.3).all()  # "on", "to", "to this" titles were claimed by the sentence
+    assert ev.span(poisoned[0]) == sentence
+    assert ev.evidence(["New Title " + sentence])[0] > 0.5  # a title outside the catalog
+
+
+@pytest.mark.parametrize(
+    "trigger, make",
+    [
+        ("_5v", lambda t: t + "_5v"),
+        ("cf", lambda t: t + " cf"),
+        ("I listened to this on vinyl", lambda t: t + " I listened to this on vinyl"),
+        ("Zq", lambda t: "Zq " + t),
+    ],
+)
+def test_evidence_span_is_the_whole_reused_trigger(trigger, make):
+    clean = [f"{a} {b}" for a in ("Blue", "Red", "Green", "Gold", "Iron") for b in ("River", "Sky", "Moon", "Sun", "To")]
+    picked = clean[::6][:4]  # no two share a word, so only the trigger is shared
+    poisoned = [make(t) for t in picked]
+    titles = [t for t in clean if t not in picked] + poisoned
+    own = np.array([0.1] * (len(titles) - 4) + [0.8] * 4)
+    ev = CatalogEvidence(titles, own, min_count=3, max_share=0.3)
+    for t in poisoned:
+        assert ev.span(t) == trigger
+    assert ev.span("Nothing Shared Here") == ""
