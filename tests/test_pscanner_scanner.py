@@ -151,6 +151,9 @@ def test_save_load_round_trip_gives_same_scores(trained):
     again.fit(TITLES, "movies")
     assert np.allclose(sc.score(titles), again.score(titles), atol=1e-6)
     assert again.threshold == 0.5 and again.evidence_thresholds == sc.evidence_thresholds
+    info = again.explain(titles[-1])
+    assert set(info) == {"title", "own", "fragment", "group"} and 0 <= info["own"] <= 1
+    assert info["fragment"] == "" or info["fragment"].lower() in titles[-1].lower()
     again.set_evidence("off")
     assert again.threshold == pytest.approx(again.threshold_title)
     assert np.allclose(again.score(titles), again.title_scores(titles))
@@ -159,8 +162,10 @@ def test_save_load_round_trip_gives_same_scores(trained):
 def test_same_seed_same_scanner(trained, tmp_path):
     sc, out = trained
     cfg = tiny_config(rounds=0, use_agent=False, n_train=24, n_dpo=4)
-    sc2 = train_scanner(TITLES, "movies", cfg, progress=False)
-    sc3 = train_scanner(TITLES, "movies", cfg, progress=False)
+    sc2 = train_scanner(TITLES, "movies", cfg, out=tmp_path / "a", progress=False)
+    sc3 = train_scanner(TITLES, "movies", cfg, out=tmp_path / "b", progress=False)
+    for name in ("scanner.json", "rounds.jsonl", "adapter/adapter_model.safetensors"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
     assert sc2.threshold_title == sc3.threshold_title
     assert np.array_equal(sc2.title_scores(TITLES[:8]), sc3.title_scores(TITLES[:8]))
     assert len(sc2.log["rounds"]) == 1

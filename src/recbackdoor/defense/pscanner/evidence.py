@@ -1,7 +1,7 @@
 """Evidence across titles (DESIGN 5): BadRec reuses one trigger, so the poisoned titles share a
 fragment. A fragment's *group score* is the mean per-title scanner score of the catalog titles
-that contain it, shrunk towards the catalog mean (``shrink`` pseudo-titles), so a group of 40
-moderately suspicious titles outweighs three odd ones. Averaging turns many uncertain verdicts
+that contain it, shrunk towards the catalog mean (pseudo-titles in proportion to the catalog),
+so a group of 40 moderately suspicious titles outweighs three odd ones. Averaging turns many uncertain verdicts
 into a confident one, while a common fragment ("the", "love") averages over clean titles.
 
 Groups explain titles greedily: the best-scoring group claims its titles, and every other
@@ -48,7 +48,8 @@ def fragments(title: str, max_n: int = 3) -> set[str]:
 
 class CatalogEvidence:
     """Greedy group evidence of one catalog (see module docstring). A fragment counts when it
-    occurs in at least ``min_count`` titles and at most ``max_share`` of them."""
+    occurs in at least ``min_count`` titles and at most ``max_share`` of them. Group scores
+    are shrunk with ``shrink_share * len(titles)`` pseudo-titles (or ``shrink`` of them)."""
 
     def __init__(
         self,
@@ -56,8 +57,9 @@ class CatalogEvidence:
         scores: Sequence[float] | np.ndarray,
         min_count: int = 3,
         max_share: float = 0.1,
-        shrink: float = 3.0,
+        shrink_share: float = 0.005,
         floor_quantile: float = 0.75,
+        shrink: float | None = None,
     ) -> None:
         own = np.asarray(scores, dtype=float)
         if len(own) != len(titles):
@@ -70,6 +72,10 @@ class CatalogEvidence:
                 members[f].append(i)
         cap = max(min_count, int(max_share * len(titles)))
         prior = float(own.mean()) if len(own) else 0.0
+        # pseudo-titles at the catalog mean, in proportion to the catalog: a group holding a
+        # given share of the catalog is weighted alike in a 500-title validation catalog and
+        # a 5,000-title scan, while a handful of odd titles counts for less in a big catalog
+        shrink = max(1.0, shrink_share * len(own)) if shrink is None else float(shrink)
         floor = float(np.quantile(own, floor_quantile)) if len(own) else 1.0
 
         def value(idx: np.ndarray) -> float:

@@ -3,8 +3,10 @@ the scanner is tested on them, the triggers it misses become hard positives for 
 update, and the agent learns from (evading > caught) preference pairs to propose harder ones.
 
 ``rounds.jsonl`` has one line per scanner state ``r = 0..R`` (state 0 = after supervised +
-DPO training): recall on that round's fresh agent triggers, FPR on held-out clean titles, the
-agent's evasion rate, validation F1, and what the update to state ``r + 1`` used.
+DPO training): recall on that round's fresh agent triggers and FPR on held-out clean titles
+(at a working point of ``round_fpr`` on clean titles, and at the calibrated per-title
+threshold), AUROC of fresh triggered vs clean titles, the agent's evasion rate, validation
+F1, and what the update to state ``r + 1`` used.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ...eval.detection import threshold_at_fpr
 from .agent import CatalogVocab, Proposal, TriggerAgent, mixed_proposals
 from .calibrate import ValidationSet, calibrate
 from .optimise import sft_yes_no
@@ -29,6 +32,7 @@ ROUND_KEYS = (
     "recall_fresh",
     "recall_fresh_by_level",
     "fpr_clean",
+    "auroc_fresh",
     "agent_evasion_rate",
     "n_fresh_triggers",
     "n_agent_triggers",
@@ -96,14 +100,18 @@ def adversarial_round(ctx: RoundContext, r: int, calib: dict) -> tuple[dict, tup
         ctx.used_triggers |= {p.trigger.lower() for p in got}
     fresh = _fresh_positives(ctx, proposals)
     own = sc.title_scores([e.title for _, e in fresh]) if fresh else np.zeros(0)
-    caught = own >= sc.threshold_title
+    clean_own = sc.title_scores(ctx.val.clean)
+    # "caught" at a working point with real recall (FPR ``round_fpr`` on clean titles): the
+    # calibrated per-title threshold is set for a 1% prevalence and misses nearly everything,
+    # which would make every trigger "evading" and the agent's preference pairs empty
+    working = threshold_at_fpr(clean_own, cfg.round_fpr)
+    caught = own >= working
     per_trigger = np.zeros(len(proposals))
     counts = np.zeros(len(proposals))
     for (j, _), c in zip(fresh, caught, strict=True):
         per_trigger[j] += c
         counts[j] += 1
     evaded = per_trigger < 0.5 * np.maximum(counts, 1)
-    clean_own = sc.title_scores(ctx.val.clean)
     by_level = {
         lv: float(np.mean([c for (_, e), c in zip(fresh, caught, strict=True) if e.kind == lv]))
         for lv in ("char", "word", "sentence")
@@ -113,7 +121,11 @@ def adversarial_round(ctx: RoundContext, r: int, calib: dict) -> tuple[dict, tup
         "round": r,
         "recall_fresh": float(caught.mean()) if len(caught) else None,
         "recall_fresh_by_level": by_level,
-        "fpr_clean": float(np.mean(clean_own >= sc.threshold_title)),
+        "fpr_clean": float(np.mean(clean_own >= working)),
+        "working_threshold": working,
+        "auroc_fresh": _auroc(own, clean_own),
+        "recall_fresh_calibrated": float(np.mean(own >= sc.threshold_title)) if len(own) else None,
+        "fpr_clean_calibrated": float(np.mean(clean_own >= sc.threshold_title)),
         "agent_evasion_rate": float(evaded.mean()) if len(evaded) else None,
         "n_fresh_triggers": len(proposals),
         "n_agent_triggers": sum(p.source == "agent" for p in proposals),
@@ -125,6 +137,15 @@ def adversarial_round(ctx: RoundContext, r: int, calib: dict) -> tuple[dict, tup
     }
     ctx.timings[f"round_{r}_test"] = round(time.perf_counter() - t0, 2)
     return entry, (proposals, fresh, caught, evaded)
+
+
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float | None:
+    """AUROC of fresh triggered titles against clean titles: progress without a threshold."""
+    from sklearn.metrics import roc_auc_score
+
+    if len(pos) == 0 or len(neg) == 0:
+        return None
+    return float(roc_auc_score(np.r_[np.ones(len(pos)), np.zeros(len(neg))], np.r_[pos, neg]))
 
 
 def _update(ctx: RoundContext, r: int, proposals: list[Proposal], fresh: list, caught: np.ndarray, evaded: np.ndarray) -> dict:

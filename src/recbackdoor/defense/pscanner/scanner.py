@@ -167,7 +167,7 @@ class PScanner:
         return {
             "min_count": int(self.config.get("evidence_min_count", 3)),
             "max_share": float(self.config.get("evidence_max_share", 0.1)),
-            "shrink": float(self.config.get("evidence_shrink", 3.0)),
+            "shrink_share": float(self.config.get("evidence_shrink_share", 0.005)),
             "floor_quantile": float(self.config.get("evidence_floor_quantile", 0.75)),
         }
 

@@ -73,12 +73,13 @@ class ScannerConfig:
     evidence: str = "max"  # off | max (cross-title evidence, see evidence.py)
     evidence_min_count: int = 3
     evidence_max_share: float = 0.1
-    evidence_shrink: float = 3.0
+    evidence_shrink_share: float = 0.005  # pseudo-titles per catalog title (see evidence.py)
     evidence_floor_quantile: float = 0.75
     # adversarial rounds
     round_triggers: int = 6  # fresh agent triggers per level and round
     round_insertions: int = 2  # titles per fresh trigger
     round_replay: int = 48
+    round_fpr: float = 0.05  # working point (FPR on clean titles) that decides "caught"
     agent_pairs: int = 12
     agent_lr: float = 5e-5
 
