@@ -38,8 +38,8 @@ def run_demo(
     data_root: Path,
     out: Path,
     backbone: str = "smollm2-135m",
-    train_samples: int = 64,
-    eval_samples: int = 24,
+    train_samples: int = 32,
+    eval_samples: int = 16,
     seed: int = 0,
 ) -> dict[str, Any]:
     from .attack import AttackConfig, poison, save_poisoned
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="../shared/data", help="folder with lastfm/llara/")
     parser.add_argument("--out", default="runs/demo", help="where each stage writes")
     parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--train-samples", type=int, default=64)
-    parser.add_argument("--eval-samples", type=int, default=24)
+    parser.add_argument("--train-samples", type=int, default=32)
+    parser.add_argument("--eval-samples", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
