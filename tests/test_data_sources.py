@@ -18,7 +18,7 @@ def ml1m_dir(shared_data: Path, tmp_path: Path) -> Path:
     src = tmp_path / "ml-1m"
     src.mkdir()
     (src / "movies.dat").symlink_to(shared_data / "movielens" / "ml-1m" / "movies.dat")
-    (src / "ratings.dat").symlink_to(FIXTURES / "ml1m" / "ratings.dat")
+    (src / "ratings.dat").symlink_to(FIXTURES / "ml1m" / "ratings_fixture.txt")
     return src
 
 
@@ -31,7 +31,7 @@ def test_ml1m_catalog_and_time_order(shared_data, tmp_path):
     # expected order: each user's fixture lines sorted by timestamp, ties in file order
     dense = {sid: i for i, sid in enumerate(data.catalog.source_ids)}
     rows: dict[int, list[tuple[int, int]]] = {}
-    for line in (FIXTURES / "ml1m" / "ratings.dat").read_text().splitlines():
+    for line in (FIXTURES / "ml1m" / "ratings_fixture.txt").read_text().splitlines():
         user, movie, _, ts = map(int, line.split("::"))
         rows.setdefault(user, []).append((ts, dense[str(movie)]))
     expected = {u: [i for _, i in sorted(r, key=lambda x: x[0])] for u, r in rows.items()}
