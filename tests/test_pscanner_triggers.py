@@ -160,13 +160,13 @@ def test_evidence_lifts_a_shared_suspicious_fragment_only():
     own[0] = 0.8  # one suspicious-looking clean title, no suspicious group
     ev = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=0.0)
     e = ev.evidence(titles)
-    assert np.allclose(e[-3:], (0.6 + 0.9 + 0.7) / 3)
-    assert e[0] < 0.5  # its shared fragments ("blue", "river") average over clean titles
+    assert np.allclose(e[-3:], (0.6 + 0.9 + 0.7) / 3 - own.mean())  # excess over the catalog
+    assert e[0] < 0.2  # its shared fragments ("blue", "river") average over clean titles
     shrunk = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=3.0).evidence(titles)
-    assert np.allclose(shrunk[-3:], (0.6 + 0.9 + 0.7 + 3 * own.mean()) / 6)
-    comb = combine(own, e, "max", t_own=0.85, t_group=0.7)
+    assert np.allclose(shrunk[-3:], (0.6 + 0.9 + 0.7 + 3 * own.mean()) / 6 - own.mean())
+    comb = combine(own, e, "max", t_own=0.85, t_group=0.4)
     assert (comb[-3:] >= 0.5).all() and (comb[: len(clean)] < 0.5).all()
-    assert (combine(own, e, "max", t_own=0.75, t_group=0.7) >= 0.5).sum() == 4  # own channel
+    assert (combine(own, e, "max", t_own=0.75, t_group=0.4) >= 0.5).sum() == 4  # own channel
     assert (comb >= 0).all() and (comb <= 1).all()
     assert np.array_equal(combine(own, e, "off"), own)
 
@@ -180,10 +180,10 @@ def test_evidence_claims_titles_greedily_so_common_words_do_not_inherit():
     own = np.where([t in poisoned for t in titles], 0.7, 0.15)
     ev = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=1.0, floor_quantile=0.5)
     e = ev.evidence(titles)
-    assert (e[-len(poisoned):] > 0.5).all()
-    assert (e[: len(clean)] < 0.3).all()  # "on", "to", "to this" titles were claimed by the sentence
+    assert (e[-len(poisoned):] > 0.3).all()
+    assert (e[: len(clean)] < 0.1).all()  # "on", "to", "to this" titles were claimed by the sentence
     assert ev.span(poisoned[0]) == sentence
-    assert ev.evidence(["New Title " + sentence])[0] > 0.5  # a title outside the catalog
+    assert ev.evidence(["New Title " + sentence])[0] > 0.3  # a title outside the catalog
 
 
 @pytest.mark.parametrize(

@@ -234,14 +234,15 @@ class TriggerAgent:
         return out
 
     # ------------------------------------------------------------------ learning
-    def update(self, pairs: Sequence[tuple[str, str, str]], seed: int, lr: float = 5e-5) -> dict:
-        """One small DPO pass on (prompt, evading trigger, caught trigger) pairs."""
+    def update(self, pairs: Sequence[tuple[str, str, str]], seed: int, lr: float = 5e-4, epochs: int = 3) -> dict:
+        """A small DPO step on (prompt, evading trigger, caught trigger) pairs."""
         from .optimise import dpo_train
 
         if not pairs:
             return {"pairs": 0}
         rows = [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in pairs]
-        return {"pairs": len(rows), **dpo_train(self.model, self.tokenizer, rows, seed=seed, lr=lr, batch_size=4)}
+        out = dpo_train(self.model, self.tokenizer, rows, seed=seed, lr=lr, batch_size=4, epochs=epochs)
+        return {"pairs": len(rows), **out}
 
 
 def mixed_proposals(

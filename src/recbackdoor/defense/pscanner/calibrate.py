@@ -56,12 +56,15 @@ def _logit(p: np.ndarray | float) -> np.ndarray:
     return np.log(p) - np.log1p(-p)
 
 
-def with_margin(scores: np.ndarray, threshold: float) -> float:
-    """Midpoint (logit space) between ``threshold`` and the highest score below it: the
-    flags on ``scores`` stay the same, the cut sits in the gap."""
+def with_margin(scores: np.ndarray, threshold: float, logit: bool = True) -> float:
+    """Midpoint between ``threshold`` and the highest score below it (in logit space for
+    probabilities, else linear): the flags on ``scores`` stay the same, the cut sits in the
+    gap."""
     below = scores[scores < threshold]
     if len(below) == 0:
         return float(threshold)
+    if not logit:
+        return float(0.5 * (threshold + below.max()))
     mid = 0.5 * (_logit(threshold) + _logit(below.max()))
     return float(1.0 / (1.0 + np.exp(-mid)))
 
@@ -105,7 +108,7 @@ def two_channel_thresholds(
             if key > best_key:
                 best_key, t_own, t_grp = key, float(a), float(b)
     t_own = t_own if t_own >= CHANNEL_OFF else with_margin(own, t_own)
-    t_grp = t_grp if t_grp >= CHANNEL_OFF else with_margin(group, t_grp)
+    t_grp = t_grp if t_grp >= CHANNEL_OFF else with_margin(group, t_grp, logit=False)
     return t_own, t_grp
 
 

@@ -8,7 +8,9 @@ Groups explain titles greedily: the best-scoring group claims its titles, and ev
 group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
 titles were already claimed by the sentence. A title's evidence is the score of the group
-that claimed it (0 if none scored above the catalog's ``floor_quantile``).
+that claimed it, as its excess over the catalog's mean score (0 if no group scored above the
+catalog's ``floor_quantile``): an excess, so one threshold fits catalogs whose titles look
+more or less odd overall.
 
 Fragments: lower-cased word 1-3-grams (words split on spaces and on the glue characters
 ``_ - .``) plus the first and last 2-4 characters of the title (a glued char trigger).
@@ -107,12 +109,14 @@ class CatalogEvidence:
                 continue
             self.claim[rest] = len(self.picks)
             claimed[rest] = True
-            self.picks.append((f, v, len(rest)))
+            self.picks.append((f, v - prior, len(rest)))  # excess over the catalog mean
+        self.prior = prior
         self.group = {f: v for f, v, _ in self.picks}
 
     def evidence(self, titles: Sequence[str]) -> np.ndarray:
-        """Group score of the group that claimed each title (0 if none). A title outside the
-        fitted catalog gets the best picked group among its fragments."""
+        """Group score (excess over the catalog mean) of the group that claimed each title, 0
+        if none. A title outside the fitted catalog gets the best picked group among its
+        fragments."""
         out = np.zeros(len(titles))
         for k, t in enumerate(titles):
             i = self.index.get(str(t))

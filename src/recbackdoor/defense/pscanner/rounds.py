@@ -177,9 +177,11 @@ def _update(ctx: RoundContext, r: int, proposals: list[Proposal], fresh: list, c
             idx = [j for j, p in enumerate(proposals) if p.level == level and p.source == "agent"]
             win = [proposals[j] for j in idx if evaded[j]]
             lose = [proposals[j] for j in idx if not evaded[j]]
-            pairs += [(w.prompt, w.trigger, lo.trigger) for w, lo in zip(win, lose, strict=False)]
-        pairs = pairs[: cfg.agent_pairs]
-        info["agent"] = ctx.agent.update(pairs, seed=cfg.seed + 7 * (r + 1), lr=cfg.agent_lr)
+            pairs += [(w.prompt, w.trigger, lo.trigger) for w in win for lo in lose]
+        if len(pairs) > cfg.agent_pairs:
+            keep = np.sort(ctx.rng.choice(len(pairs), size=cfg.agent_pairs, replace=False))
+            pairs = [pairs[i] for i in keep]
+        info["agent"] = ctx.agent.update(pairs, seed=cfg.seed + 7 * (r + 1), lr=cfg.agent_lr, epochs=cfg.agent_epochs)
     return info
 
 

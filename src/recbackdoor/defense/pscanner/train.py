@@ -63,7 +63,7 @@ class ScannerConfig:
     # triggers
     n_rule_triggers: int = 24  # per level, for training
     n_agent_triggers: int = 8  # per level, for training
-    n_val_triggers: int = 2  # per level, held out for calibration
+    n_val_triggers: int = 4  # per level, held out for calibration
     exclude_triggers: tuple[str, ...] = field(default_factory=attack_default_triggers)
     # validation / threshold
     n_val_clean: int = 500
@@ -81,7 +81,8 @@ class ScannerConfig:
     round_replay: int = 48
     round_fpr: float = 0.05  # working point (FPR on clean titles) that decides "caught"
     agent_pairs: int = 12
-    agent_lr: float = 5e-5
+    agent_lr: float = 5e-4
+    agent_epochs: int = 3
 
     def check(self) -> ScannerConfig:
         if self.threshold not in THRESHOLD_RULES:
