@@ -49,6 +49,25 @@ def test_tiny_random_forward_runs():
     assert torch.isfinite(logits).all()
 
 
+def test_lm_head_reads_a_contiguous_hidden_state_with_the_same_logits():
+    """logits_to_keep slices the hidden state; the head must see it contiguous (see
+    ``contiguous_lm_head``), also behind a LoRA wrapper, and the logits must not change."""
+    from peft import LoraConfig, get_peft_model
+
+    model, tok = load_backbone("tiny-random", dtype="fp32")
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    seen = []
+    model.get_output_embeddings().register_forward_hook(lambda m, args, out: seen.append(args[0].is_contiguous()))
+    batch = tok(["hello world", "a longer title (2001)"], return_tensors="pt", padding=True)
+    with torch.inference_mode():
+        full = model(**batch).logits[:, -1, :]
+        last = model(**batch, logits_to_keep=1).logits[:, -1, :]
+    assert seen == [True, True]
+    assert torch.allclose(full, last, atol=1e-5)
+    backbones.contiguous_lm_head(model)  # idempotent: one hook, not two
+    assert len(model.get_output_embeddings()._forward_pre_hooks) == 1
+
+
 def test_dtype_resolution():
     assert resolve_dtype("fp32") == torch.float32
     assert resolve_dtype("bf16") == torch.bfloat16
