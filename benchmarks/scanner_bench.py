@@ -58,6 +58,26 @@ def poisoned_catalogs(titles: list[str], domain: str, share: float, seed: int) -
     return out
 
 
+def best_f1(y: np.ndarray, scores: np.ndarray) -> float:
+    """The per-title F1 at the best threshold chosen WITH the labels: how well the score ranks,
+    not a result a defender could get (the scanner's own threshold is the deployable one)."""
+    from sklearn.metrics import precision_recall_curve
+
+    p, r, _ = precision_recall_curve(y, scores)
+    return round(float(np.max(2 * p * r / np.maximum(p + r, 1e-12))), 4)
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    import torch
+
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
+    return (f"{cpu}; {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
+            f"python {platform.python_version()}")
+
+
 def evaluate(scanner, catalogs: dict, timing: dict, tag: str, dump: bool = False) -> dict:
     """Per level: metrics per title (LLM score alone) and with cross-title evidence."""
     from recbackdoor.eval.detection import detection_metrics
@@ -80,6 +100,7 @@ def evaluate(scanner, catalogs: dict, timing: dict, tag: str, dump: bool = False
                 continue
             m = detection_metrics(y, s, (s >= thr).astype(int))
             row[name] = {k: m[k] for k in ("precision", "recall", "f1", "auroc", "fpr", "tp", "fp", "fn")}
+        row["title_best_f1"] = best_f1(y, own)
         row["top_fp"] = [titles[i] for i in np.argsort(-comb) if y[i] == 0][:5]
         if dump:
             row["own_scores"] = [round(float(v), 5) for v in own]
@@ -87,6 +108,7 @@ def evaluate(scanner, catalogs: dict, timing: dict, tag: str, dump: bool = False
             row["titles"] = titles
         res[level] = row
         print(f"  [{tag}] {level:8s} title F1 {row['title']['f1']:.3f} AUROC {row['title']['auroc']:.3f}"
+              f" (best {row['title_best_f1']:.3f})"
               f" | evidence F1 {row.get('evidence', {}).get('f1', float('nan')):.3f}"
               f" (tp {row.get('evidence', {}).get('tp')}, fp {row.get('evidence', {}).get('fp')})"
               f"  scan {t_all:.1f}s", flush=True)
@@ -116,7 +138,8 @@ def main() -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = {"args": vars(args), "datasets": {}}
+    results = {"args": vars(args), "machine": machine(), "datasets": {}}
+    print(f"machine: {results['machine']}\nsettings: {vars(args)}", flush=True)
     for name in args.datasets.split(","):
         domain, titles = read_titles(name)
         catalogs = poisoned_catalogs(titles, domain, args.share, args.seed)
