@@ -206,3 +206,25 @@ def test_two_channel_thresholds_separate_odd_clean_titles_from_a_suspicious_grou
     flags = (own >= t_own) | (group >= t_grp)
     assert flags[:6].all() and not flags[6:].any()
     assert t_own > 0.97 and 0.3 < t_grp <= 0.75
+
+
+def test_title_channel_never_flags_a_held_out_clean_title():
+    """Two positives only the per-title channel could catch, at 0.9, below one odd clean title
+    at 0.95: best F1 alone would take them (6 tp, 1 fp: 0.92 > 0.8), the strict per-title
+    channel does not, and no clean title is flagged."""
+    from recbackdoor.defense.pscanner.calibrate import two_channel_thresholds
+
+    rng = np.random.default_rng(1)
+    n = 300
+    own = rng.uniform(0, 0.5, n)
+    group = rng.uniform(0, 0.2, n)
+    y = np.zeros(n, int)
+    y[:6] = 1
+    group[:4] = 0.8  # four poisoned titles in a suspicious group
+    own[4:6] = 0.9  # two more only their own score points at
+    own[6] = 0.95  # an odd clean title
+    clean = slice(6, None)
+    t_own, t_grp = two_channel_thresholds(y, own, group, own[clean], group[clean], "best-f1", 0.01)
+    flags = (own >= t_own) | (group >= t_grp)
+    assert flags[:4].all() and not flags[6:].any()
+    assert t_own > 0.95
