@@ -228,3 +228,15 @@ def test_title_channel_never_flags_a_held_out_clean_title():
     flags = (own >= t_own) | (group >= t_grp)
     assert flags[:4].all() and not flags[6:].any()
     assert t_own > 0.95
+
+
+def test_channels_switch_off_when_no_positive_stands_out():
+    """Positives below every clean title and in no group: flag nothing (a zero group
+    threshold would flag the whole catalog)."""
+    from recbackdoor.defense.pscanner.calibrate import two_channel_thresholds
+    from recbackdoor.defense.pscanner.evidence import CHANNEL_OFF
+
+    own = np.array([0.1, 0.2, 0.9, 0.3, 0.4])
+    group = np.array([0.0, 0.0, 0.0, 0.0, 0.1])
+    y = np.array([1, 1, 0, 0, 0])
+    assert two_channel_thresholds(y, own, group, own[2:], group[2:], "best-f1", 0.01) == (CHANNEL_OFF, CHANNEL_OFF)

@@ -95,9 +95,9 @@ def two_channel_thresholds(
     pos = y == 1
     if not pos.any():
         return CHANNEL_OFF, CHANNEL_OFF
-    strict = float(np.max(clean_own)) if len(clean_own) else -np.inf
+    strict = max(float(np.max(clean_own)) if len(clean_own) else 0.0, 0.0)
     cand_own = np.append(np.unique(own[pos & (own > strict)]), CHANNEL_OFF)
-    cand_grp = np.append(np.unique(group[pos]), CHANNEL_OFF)
+    cand_grp = np.append(np.unique(group[pos & (group > 0)]), CHANNEL_OFF)  # 0: no group
     by_own = own[None, :] >= cand_own[:, None]  # (a, n)
     by_grp = group[None, :] >= cand_grp[:, None]  # (b, n)
     n_pos = int(pos.sum())
