@@ -90,27 +90,6 @@ def test_make_examples_balance_and_labels():
     assert {e.kind for e in ex} == {"char", "word", "sentence", "clean", "edit"}
 
 
-def test_negatives_are_the_positives_own_originals():
-    """Paired: each negative is a positive's clean title (or that title with a harmless edit),
-    so only the inserted fragment tells them apart; unpaired draws negatives at random."""
-    from collections import Counter
-
-    trig = {"char": ["q7"], "word": ["zebu"], "sentence": ["Seen it five times"]}
-    ex = make_examples(TITLES, trig, "movies", 60, np.random.default_rng(0))
-    pos = [e for e in ex if e.label]
-    neg = [e for e in ex if not e.label]
-    bases = Counter(e.base for e in pos)
-    assert len(pos) == len(neg) == 30 and all(e.base in TITLES for e in pos)
-    sources = Counter(e.title if e.kind == "clean" else next(t for t in TITLES if e.title.startswith(t)) for e in neg)
-    assert sources == bases
-    unpaired = make_examples(TITLES, trig, "movies", 60, np.random.default_rng(0), paired=False)
-    u_bases = Counter(e.base for e in unpaired if e.label)
-    u_sources = Counter(
-        e.title if e.kind == "clean" else next(t for t in TITLES if e.title.startswith(t)) for e in unpaired if not e.label
-    )
-    assert u_sources != u_bases
-
-
 def test_poison_catalog_share():
     titles, y = poison_catalog(TITLES * 10, "zq9", "char", 0.01, np.random.default_rng(0))
     assert y.sum() == 2 and all(titles[i].endswith("_zq9") for i in np.flatnonzero(y))

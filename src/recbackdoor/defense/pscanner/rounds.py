@@ -25,7 +25,7 @@ from .agent import CatalogVocab, Proposal, TriggerAgent, mixed_proposals
 from .calibrate import ValidationSet, calibrate
 from .optimise import sft_yes_no
 from .scanner import PScanner, scanner_prompt
-from .synth import Example, insert_generated, negatives_from
+from .synth import Example, insert_generated, make_examples
 
 ROUND_KEYS = (
     "round",
@@ -82,7 +82,7 @@ def _fresh_positives(ctx: RoundContext, proposals: list[Proposal]) -> list[tuple
     for j, p in enumerate(proposals):
         for _ in range(ctx.config.round_insertions):
             title = str(ctx.rng.choice(ctx.pool))
-            out.append((j, Example(insert_generated(title, p.trigger, p.level, ctx.rng), 1, p.level, p.trigger, base=title)))
+            out.append((j, Example(insert_generated(title, p.trigger, p.level, ctx.rng), 1, p.level, p.trigger)))
     return out
 
 
@@ -157,9 +157,8 @@ def _update(ctx: RoundContext, r: int, proposals: list[Proposal], fresh: list, c
     for j in np.flatnonzero(evaded):
         p = proposals[j]
         title = str(ctx.rng.choice(ctx.pool))
-        hard.append(Example(insert_generated(title, p.trigger, p.level, ctx.rng), 1, p.level, p.trigger, base=title))
-    extra = [str(t) for t in ctx.rng.choice(ctx.pool, size=max(0, 8 - len(hard)))]
-    negatives = negatives_from([e.base for e in hard] + extra, sc.domain, ctx.rng)  # paired (see synth)
+        hard.append(Example(insert_generated(title, p.trigger, p.level, ctx.rng), 1, p.level, p.trigger))
+    negatives = make_examples(ctx.pool, {}, sc.domain, max(len(hard), 8), ctx.rng, positive_share=0.0)
     k = min(len(ctx.replay), cfg.round_replay)
     replay = [ctx.replay[i] for i in ctx.rng.choice(len(ctx.replay), size=k, replace=False)] if k else []
     batch = hard + negatives + replay

@@ -2,9 +2,7 @@
 clean titles or clean titles with a harmless edit (DESIGN 5).
 
 Insertion varies what BadRec fixes (position, and for char triggers the glue), so the scanner
-learns "a foreign fragment was added", not one attack's exact format. Negatives are paired: each
-is the clean (or harmlessly edited) original of a positive, so the one difference the scanner
-can learn is the inserted fragment, not how odd a title looks as a whole.
+learns "a foreign fragment was added", not one attack's exact format.
 """
 
 from __future__ import annotations
@@ -57,7 +55,6 @@ class Example:
     label: int
     kind: str
     trigger: str = ""
-    base: str = ""  # the clean title a positive was made from
 
 
 def make_examples(
@@ -68,12 +65,9 @@ def make_examples(
     rng: np.random.Generator,
     positive_share: float = 0.5,
     edit_share: float = 0.4,
-    paired: bool = True,
 ) -> list[Example]:
     """``n`` examples: ``positive_share`` triggered (levels in turn, triggers and titles drawn
-    at random), the rest negatives of which ``edit_share`` carry a harmless edit. ``paired``:
-    the negatives are the positives' own originals first (see module docstring), random
-    titles after that."""
+    at random), the rest negatives of which ``edit_share`` carry a harmless edit."""
     levels = [lv for lv in ("char", "word", "sentence") if triggers.get(lv)]
     n_pos = int(round(n * positive_share)) if levels else 0
     out: list[Example] = []
@@ -81,23 +75,15 @@ def make_examples(
         level = levels[i % len(levels)]
         trig = str(rng.choice(list(triggers[level])))
         title = str(rng.choice(list(clean_titles)))
-        out.append(Example(insert_generated(title, trig, level, rng), 1, level, trig, base=title))
-    bases = [e.base for e in out] if paired else []
-    extra = [str(rng.choice(list(clean_titles))) for _ in range(max(0, n - n_pos - len(bases)))]
-    out += negatives_from((bases + extra)[: n - n_pos], domain, rng, edit_share)
-    order = rng.permutation(len(out))
-    return [out[i] for i in order]
-
-
-def negatives_from(titles: Sequence[str], domain: str, rng: np.random.Generator, edit_share: float = 0.4) -> list[Example]:
-    """One negative per clean title: the title itself, or with ``edit_share`` a harmless edit."""
-    out = []
-    for title in titles:
+        out.append(Example(insert_generated(title, trig, level, rng), 1, level, trig))
+    for _ in range(n - n_pos):
+        title = str(rng.choice(list(clean_titles)))
         if rng.random() < edit_share:
             out.append(Example(natural_edit(title, domain, rng), 0, "edit"))
         else:
             out.append(Example(title, 0, "clean"))
-    return out
+    order = rng.permutation(len(out))
+    return [out[i] for i in order]
 
 
 def poison_catalog(
