@@ -39,3 +39,15 @@ def make_synthetic_dataset(n_users: int = 60, n_items: int = 80, seed: int = 0) 
 @pytest.fixture
 def synthetic_dataset() -> SplitDataset:
     return make_synthetic_dataset()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and the CI box is small and shared: one torch
+    thread avoids two fighting. Modules opt in with ``pytestmark = pytest.mark.usefixtures``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

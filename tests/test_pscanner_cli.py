@@ -17,14 +17,7 @@ WORDS_B = ("River", "Dream", "Heart", "Road", "Star", "Garden")
 TITLES = [f"{a} {b}" for a in WORDS_A for b in WORDS_B] + ["Blue River_x7", "Lost Star_x7", "Wild Road_x7"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -36,15 +36,7 @@ def tiny_config(**kw) -> ScannerConfig:
     return ScannerConfig(**base)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The CI box is small and shared: one thread is faster than two fighting."""
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

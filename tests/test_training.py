@@ -30,13 +30,7 @@ from .conftest import make_synthetic_dataset
 TINY = {"backbone": "tiny-random", "dtype": "fp32", "batch_size": 4}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The tiny model gains nothing from threads; one avoids thrashing on a shared machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
