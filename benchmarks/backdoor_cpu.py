@@ -26,12 +26,13 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = ROOT.parent / "shared" / "data" / "lastfm" / "llara"
@@ -243,14 +244,7 @@ def run_group(args: argparse.Namespace, names: list[str], argv: list[str]) -> No
 def machine() -> dict[str, Any]:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
             "load_avg_at_report": [round(x, 2) for x in os.getloadavg()]}
 

@@ -32,6 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
 
 
 def matmul_peak(dtype: Any, device: Any = "cpu", size: int = 2048, reps: int = 10) -> float:
@@ -164,14 +165,7 @@ def reference_generate(
 def machine() -> str:
     import torch
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fh:
-            cpu = next(
-                line.split(":", 1)[1].strip() for line in fh if line.startswith("model name")
-            )
-    except (OSError, StopIteration):
-        pass
+    cpu = cpu_model()
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     return (
         f"{cpu}; {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; GPU {gpu}; "

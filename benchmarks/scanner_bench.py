@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -73,8 +74,7 @@ def machine() -> str:
 
     import torch
 
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
-    return (f"{cpu}; {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
+    return (f"{cpu_model()}; {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
             f"python {platform.python_version()}")
 
 

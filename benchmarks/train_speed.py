@@ -19,18 +19,10 @@ import sys
 import time
 from pathlib import Path
 
+from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "lastfm" / "llara"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def matmul_peak(dtype, n: int = 2048, reps: int = 5) -> tuple[float, float]:
