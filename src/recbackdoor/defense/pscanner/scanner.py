@@ -19,11 +19,12 @@ import numpy as np
 
 from ...errors import ConfigError, RecBackdoorError
 from ...io_utils import read_json, write_json
-from .evidence import COMBINED_THRESHOLD, MODES, CatalogEvidence, combine
+from .evidence import CHANNEL_OFF, COMBINED_THRESHOLD, MODES, CatalogEvidence, combine
 
 DOMAIN_LABEL = {"movies": "Movie", "music": "Artist", "games": "Game"}
 PROMPT_VERSION = 1
 SCANNER_JSON = "scanner.json"
+CHANNELS = ("llm", "evidence", "both")  # see PScanner.set_channels
 ADAPTER_DIR = "adapter"
 
 
@@ -106,6 +107,8 @@ class PScanner:
         self.batch_size = batch_size
         self.progress = progress
         self._evidence: CatalogEvidence | None = None
+        self._fit_titles: list[str] | None = None
+        self.channels = "llm" if evidence == "off" else "both"
         self._cache: dict[str, float] = {}
         self._threshold_override: float | None = None
         self.timings: dict[str, float] = {}
@@ -113,7 +116,15 @@ class PScanner:
     # ------------------------------------------------------------------ Detector
     @property
     def uses_evidence(self) -> bool:
-        return self.evidence_mode != "off" and self._evidence is not None and self.evidence_thresholds is not None
+        return self.evidence_mode != "off" and self.evidence_thresholds is not None and self._ensure_evidence()
+
+    def _ensure_evidence(self) -> bool:
+        """The catalog evidence of the last ``fit``, computed on first use (so switching
+        channels after ``fit`` needs no refit); False before any ``fit``."""
+        if self._evidence is None and self._fit_titles is not None:
+            own = self.title_scores(self._fit_titles)
+            self._evidence = CatalogEvidence(self._fit_titles, own, **self._evidence_options())
+        return self._evidence is not None
 
     @property
     def threshold(self) -> float:
@@ -128,14 +139,34 @@ class PScanner:
         self._threshold_override = float(value)
 
     def set_evidence(self, mode: str) -> None:
-        """Switch the cross-title evidence mode (``off`` uses the per-title threshold)."""
+        """Switch the cross-title evidence mode (``off`` uses the per-title threshold, i.e.
+        channels ``llm``; ``max`` both channels)."""
         if mode not in MODES:
             raise ConfigError(f"unknown evidence mode {mode!r}; use one of {', '.join(MODES)}")
-        if mode != "off" and self.evidence_thresholds is None:
-            raise ConfigError(f"this scanner was calibrated without evidence; retrain it with --evidence {mode}")
-        if mode != self.evidence_mode:
-            self._evidence = None
-        self.evidence_mode = mode
+        self.set_channels("llm" if mode == "off" else "both")
+
+    def set_channels(self, mode: str) -> PScanner:
+        """Which channels decide (the ablation of DESIGN 5); returns self. Works before or
+        after ``fit`` (no refit, no rescoring: per-title scores are cached).
+
+        - ``"llm"``: the per-title LLM score alone, flagged at its calibrated per-title
+          threshold ``threshold_title`` (``score`` returns P(Yes), ``threshold`` is
+          ``threshold_title``);
+        - ``"evidence"``: the cross-title evidence channel alone (a title is flagged when the
+          group that claimed it reaches the calibrated group threshold), as the combined score
+          with the per-title channel switched off;
+        - ``"both"``: the default, flagged when either channel fires (``combine``).
+
+        For ``evidence``/``both`` the threshold is ``COMBINED_THRESHOLD`` (0.5). A scanner
+        calibrated without evidence only has ``llm``.
+        """
+        if mode not in CHANNELS:
+            raise ConfigError(f"unknown channel mode {mode!r}; use one of {', '.join(CHANNELS)}")
+        if mode != "llm" and self.evidence_thresholds is None and self.model is not None:
+            raise ConfigError("this scanner was calibrated without evidence; retrain it with --evidence max")
+        self.channels = mode
+        self.evidence_mode = "off" if mode == "llm" else "max"
+        return self
 
     def fit(self, titles: Sequence[str], domain: str, train_config: Any = None) -> PScanner:
         """Train on the catalog if there is no model yet; then (evidence on) score the catalog
@@ -144,24 +175,27 @@ class PScanner:
         if self.model is None:
             from .train import ScannerConfig, train_scanner
 
-            cfg = train_config or ScannerConfig(backbone=self.backbone, evidence=self.evidence_mode)
+            cfg = train_config or ScannerConfig(backbone=self.backbone, evidence="max")
             self._adopt(train_scanner(titles, domain, cfg, progress=self.progress))
         elif domain != self.domain:
             raise ConfigError(
                 f"scanner was trained for domain {self.domain!r}, catalog is {domain!r}; "
                 "train a scanner for this domain (recbackdoor scanner train --domain ...)"
             )
+        self._fit_titles = list(dict.fromkeys(titles))
+        self._evidence = None
         if self.evidence_mode != "off":
-            own = self.title_scores(titles)
-            self._evidence = CatalogEvidence(titles, own, **self._evidence_options())
+            self._ensure_evidence()
         return self
 
     def _adopt(self, trained: PScanner) -> None:
         """Take over a freshly trained scanner (model, thresholds, logs); a threshold the
         caller set by hand stays."""
-        override = self._threshold_override
+        override, channels = self._threshold_override, self.channels
         self.__dict__.update(trained.__dict__)
         self._threshold_override = override
+        if channels != self.channels:
+            self.set_channels(channels)
 
     def _evidence_options(self) -> dict:
         return {
@@ -190,12 +224,15 @@ class PScanner:
         assert self._evidence is not None
         assert self.evidence_thresholds is not None
         group = self._evidence.evidence([str(t) for t in titles])
-        return combine(own, group, self.evidence_mode, *self.evidence_thresholds)
+        t_own, t_group = self.evidence_thresholds
+        if self.channels == "evidence":
+            t_own = CHANNEL_OFF
+        return combine(own, group, self.evidence_mode, t_own, t_group)
 
     def clear_cache(self) -> None:
         """Forget cached per-title scores (call after the model changes)."""
         self._cache.clear()
-        self._evidence = None
+        self._evidence = None  # recomputed from the fitted titles on next use
 
     def explain(self, title: str) -> dict[str, Any]:
         """Why a title scored as it did: its own score, and (with evidence fitted) the span of
