@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DATA ?= ../shared/data
 DEMO_OUT ?= runs/demo
+DEMO_CONFIG ?= configs/demo.toml
 
 .PHONY: install demo test lint clean
 
@@ -23,7 +24,7 @@ $(STAMP): $(BIN)/python pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m recbackdoor.demo --data $(DATA) --out $(DEMO_OUT)
+	$(BIN)/recbackdoor run $(DEMO_CONFIG) --data $(DATA) --out $(DEMO_OUT)
 
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

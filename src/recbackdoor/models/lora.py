@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import tempfile
 import time
 import warnings
@@ -292,9 +293,14 @@ def train_lora(
     examples: Sequence[Example],
     config: TrainConfig,
     callbacks: Sequence[Any] = (),
+    checkpoint_dir: str | None = None,
+    save_steps: int = 10,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``examples`` with the HF ``Trainer``; returns the peft model.
     ``callbacks``: extra ``TrainerCallback`` objects (e.g. a benchmark's timers).
+    ``checkpoint_dir``: keep a checkpoint there every ``save_steps`` steps (adapter, optimiser,
+    scheduler, RNG states) and resume from the last one found, so an interrupted run finishes
+    with the same weights as an uninterrupted one.
 
     Load ``model`` in the dtype of :func:`weights_and_autocast`; the adapter weights stay fp32
     (peft's default).
@@ -311,7 +317,12 @@ def train_lora(
     peft_model = attach_lora(model, config)
     peft_model.train()
     log: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="recbackdoor-trainer-") as scratch:
+    with contextlib.ExitStack() as stack:
+        if checkpoint_dir is None:
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="recbackdoor-trainer-"))
+        else:
+            scratch = str(checkpoint_dir)
+        resume = _last_checkpoint(checkpoint_dir)
         args = TrainingArguments(
             output_dir=scratch,
             learning_rate=config.lr,
@@ -327,7 +338,9 @@ def train_lora(
             train_sampling_strategy="group_by_length" if config.group_by_length else "random",
             logging_steps=config.logging_steps,
             include_num_input_tokens_seen="non_padding",
-            save_strategy="no",
+            save_strategy="no" if checkpoint_dir is None else "steps",
+            save_steps=save_steps,
+            save_total_limit=1,
             report_to="none",
             disable_tqdm=True,
             remove_unused_columns=False,
@@ -347,7 +360,7 @@ def train_lora(
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
         t0 = time.perf_counter()
-        out = trainer.train()
+        out = trainer.train(resume_from_checkpoint=resume)
         seconds = time.perf_counter() - t0
     peft_model.eval()
     return TrainResult(
@@ -359,6 +372,15 @@ def train_lora(
         is_main_process=trainer.accelerator.is_main_process,
         accelerator=trainer.accelerator,
     )
+
+
+def _last_checkpoint(checkpoint_dir: str | None) -> str | None:
+    """The newest complete ``checkpoint-N`` folder in ``checkpoint_dir``, if any."""
+    if checkpoint_dir is None or not os.path.isdir(checkpoint_dir):
+        return None
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(checkpoint_dir)
 
 
 def log_lines(log: Sequence[dict[str, Any]]) -> str:

@@ -82,8 +82,11 @@ def train_victim(
     config: TrainConfig | None = None,
     *,
     force: bool = False,
+    checkpoint_dir: str | os.PathLike | None = None,
+    save_steps: int = 10,
 ) -> Path:
     """Fine-tune the ``tallrec`` victim on the train split of ``data``; write it to ``out``.
+    ``checkpoint_dir``: checkpoints every ``save_steps`` steps, resumed from when present.
 
     Runs as one process or under ``accelerate launch`` (every process trains, the main one writes).
     """
@@ -92,7 +95,10 @@ def train_victim(
     dataset, data_info = _load_data(data)
     model, tokenizer = load_backbone(config.backbone, dtype=weights_and_autocast(config)[0])
     examples = training_examples(dataset, tokenizer, config)
-    result = train_lora(model, tokenizer, examples, config)
+    result = train_lora(
+        model, tokenizer, examples, config,
+        checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir), save_steps=save_steps,
+    )
     if result.is_main_process:
         lengths = [len(e.input_ids) for e in examples]
         info = {

@@ -1,0 +1,171 @@
+"""The experiment config (DESIGN 6): one TOML file decides a whole study, validated by pydantic.
+
+Unknown keys are refused (a typo must not silently fall back to a default), every key has a
+default and a one-line description (``recbackdoor run --help`` points here), and ``--set
+section.key=value`` overrides any key from the command line (the value is parsed as TOML, so
+``--set attack.ratios=[0.05,0.2]`` and ``--set train.lr=1e-3`` work).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..errors import ConfigError
+
+# dataset name -> (loader of `data prepare`, source folder under the data root)
+DATASET_SOURCES: dict[str, tuple[str, str]] = {
+    "lastfm": ("lastfm", "lastfm/llara"),
+    "ml100k": ("ml100k", "movielens/ml-100k"),
+    "ml1m": ("ml1m", "movielens/ml-1m"),
+    "steam": ("steam", "steam/llara"),
+}
+DETECTORS = ("pscanner", "stat", "onion", "bki", "embed")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(_Section):
+    name: str = Field("study", description="Label of the study in the report.")
+    seed: int = Field(0, ge=0, description="Seed of every random choice (split, subset, attack, training).")
+    backbone: str = Field("smollm2-135m", description="Backbone of every victim (registry name, HF id or path).")
+    threads: int | None = Field(None, gt=0, description="torch threads (None: torch's default).")
+
+
+class DataSection(_Section):
+    datasets: list[str] = Field(["lastfm"], min_length=1, description="Datasets: lastfm, ml100k, ml1m, steam.")
+    train_samples: int | None = Field(None, gt=0, description="Seeded random subset of clean training samples (None: all).")
+    candidates: int = Field(20, ge=2, description="Candidates per prompt (target + negatives).")
+    history: int = Field(10, ge=1, description="Longest history in a prompt.")
+    min_history: int = Field(3, ge=1, description="Shortest history a sample keeps.")
+
+    @field_validator("datasets")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in DATASET_SOURCES:
+                raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(DATASET_SOURCES)}")
+        return value
+
+
+class AttackSection(_Section):
+    levels: list[Literal["char", "word", "sentence"]] = Field(["char"], min_length=1, description="Trigger levels.")
+    positions: list[Literal["suffix", "prefix", "random"]] = Field(["suffix"], min_length=1, description="Trigger positions.")
+    ratios: list[float] = Field([0.01], min_length=1, description="Poisoning ratios P_R = m / (m + n) of the (subset) training set.")
+    policy: Literal["per-sample", "fixed"] = Field("per-sample", description="Target policy.")
+    n_targets: int = Field(10, ge=1, description="Targets of the fixed policy.")
+    fake_history: Literal["copy", "random", "popular"] = Field("copy", description="How fake users' histories are made.")
+    triggers: dict[str, str] = Field({}, description="Trigger per level, e.g. {char = \"5v\"} (default: the level's default).")
+
+    @field_validator("ratios")
+    @classmethod
+    def _ratio(cls, value: list[float]) -> list[float]:
+        for r in value:
+            if not 0 < r < 1:
+                raise ValueError(f"poisoning ratio {r} must be strictly between 0 and 1")
+        return value
+
+
+class TrainSection(_Section):
+    victims: list[Literal["tallrec"]] = Field(["tallrec"], min_length=1, description="Victims (llara and sasrec: a later issue).")
+    epochs: float = Field(1.0, gt=0, description="Epochs over the training set.")
+    max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
+    lr: float = Field(2e-4, gt=0, description="LoRA learning rate.")
+    batch_size: int = Field(8, gt=0, description="Prompts per step (per process).")
+    lora_r: int = Field(8, gt=0, description="LoRA rank.")
+    lora_dropout: float = Field(0.1, ge=0, lt=1, description="LoRA dropout.")
+    template: int | None = Field(None, ge=0, description="Prompt template (None: one per sample, seeded).")
+    save_steps: int = Field(10, gt=0, description="Checkpoint every N steps (an interrupted training resumes there).")
+    launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: in this process; accelerate: `accelerate launch` with num_processes.")
+    num_processes: int = Field(1, gt=0, description="Processes for launcher = accelerate.")
+
+
+class EvalSection(_Section):
+    prompts: int | None = Field(None, gt=0, description="Prompts per attack set (None: the whole test split).")
+    scoring: Literal["sum", "mean"] = Field("sum", description="Score protocol ranking: summed or per-token log-likelihood.")
+    batch_size: int = Field(8, gt=0, description="Prompts per scoring batch.")
+
+
+class DefenseSection(_Section):
+    detectors: list[str] = Field(["pscanner"], description="Detectors run on the poisoned training titles (empty: no defense).")
+    sanitize: Literal["drop-target", "drop-any", "strip"] = Field("drop-target", description="What is removed once items are flagged.")
+    retrain: bool = Field(True, description="Train the victim again on the sanitized data and evaluate it.")
+    scanner: str | None = Field(None, description="A trained P-Scanner directory (None: defend trains one).")
+
+    @field_validator("detectors")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in DETECTORS:
+                raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
+        return value
+
+
+class ExperimentConfig(_Section):
+    """A whole study: every dataset x victim x level x position x P_R, each defended by every
+    detector."""
+
+    run: RunSection = RunSection()
+    data: DataSection = DataSection()
+    attack: AttackSection = AttackSection()
+    train: TrainSection = TrainSection()
+    eval: EvalSection = EvalSection()
+    defense: DefenseSection = DefenseSection()
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value as TOML (numbers, lists, booleans, quoted strings); else a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """``section.key=value`` pairs on top of the file's dict (a new dict)."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) != 2 or not all(parts):
+            raise ConfigError(f"--set {item!r}: use section.key=value, e.g. --set train.lr=1e-3")
+        section = out.setdefault(parts[0], {})
+        if not isinstance(section, dict):
+            raise ConfigError(f"--set {item!r}: {parts[0]} is not a section")
+        section[parts[1]] = _parse_value(value.strip())
+    return out
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read, override and validate a config; any problem is one ``ConfigError`` line."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "config"
+        msg = "unknown key (see configs/README.md for the keys)" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{path}: {where}: {msg}") from None
+
+
+def describe_keys() -> str:
+    """Every section and key with its default and description (for docs and --help)."""
+    lines = []
+    for section, field in ExperimentConfig.model_fields.items():
+        lines.append(f"[{section}]")
+        model = field.annotation
+        for key, f in model.model_fields.items():
+            lines.append(f"  {f'{key} = {f.default!r}':<34} # {f.description}")
+    return "\n".join(lines)

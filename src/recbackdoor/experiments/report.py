@@ -1,0 +1,269 @@
+"""``recbackdoor report RUN_DIR``: the paper-style tables and plots of a run's ``results.json``.
+
+Writes ``report.md`` (tables: attack, P_R sweep, defense), ``models.csv`` (one row per cell x
+model), ``detection.csv`` (one row per cell x detector) and PNG plots (ASR vs P_R per position,
+ASR and HR@1 before/after each defense, detection F1 per detector x level). Every rate carries
+its standard error (``±``) and sits beside the chance and untrained rates.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from ..errors import RecBackdoorError
+from ..io_utils import read_json
+
+SETS = ("triggered-seen", "triggered-unseen")
+
+
+def _f(x: float | None, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _pm(model: dict[str, Any], metric: str, set_name: str | None = None) -> str:
+    """``0.967 ± 0.016`` for HR@1 or an ASR."""
+    if set_name is None:
+        value, se = model.get(metric), (model.get("SE") or {}).get(metric)
+    else:
+        value = (model.get("ASR") or {}).get(set_name)
+        se = ((model.get("SE") or {}).get("ASR") or {}).get(set_name)
+    return "-" if value is None else f"{value:.3f} ± {_f(se)}"
+
+
+def _cell_name(run: dict[str, Any]) -> str:
+    return f"{run['dataset']} / {run['victim']} / {run['level']} `{run['trigger']}` {run['position']} / P_R {run['ratio']}"
+
+
+def attack_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "| dataset | victim | level | position | P_R (m/n) | prompts per set | model | HR@1 | ASR seen | ASR unseen |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        head = (f"| {r['dataset']} | {r['victim']} | {r['level']} `{r['trigger']}` | {r['position']} | "
+                f"{r['ratio']} ({r['m']}/{r['n']}) | {r['prompts'].get('clean')} |")
+        for i, name in enumerate(("untrained", "clean", "poisoned")):
+            m = r["models"].get(name)
+            if m is None:
+                continue
+            prefix = head if i == 0 else "| | | | | | |"
+            bold = "**" if name == "poisoned" else ""
+            lines.append(f"{prefix} {name} | {_pm(m, 'HR@1')} | {bold}{_pm(m, 'ASR', SETS[0])}{bold} | "
+                         f"{bold}{_pm(m, 'ASR', SETS[1])}{bold} |")
+    return lines
+
+
+def sweep_table(runs: list[dict[str, Any]]) -> list[str]:
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[(r["dataset"], r["victim"], r["level"], r["position"])].append(r)
+    lines = ["| dataset | victim | level | position | P_R | fake m | HR@1 poisoned | ASR unseen clean-trained | ASR unseen poisoned | effect |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (ds, victim, level, pos), rs in groups.items():
+        for r in sorted(rs, key=lambda r: r["ratio"]):
+            p, c = r["models"]["poisoned"], r["models"]["clean"]
+            pu, cu = (p["ASR"] or {}).get(SETS[1]), (c["ASR"] or {}).get(SETS[1])
+            effect = "-" if pu is None or cu is None else f"{pu - cu:+.3f}"
+            lines.append(f"| {ds} | {victim} | {level} | {pos} | {r['ratio']} | {r['m']} | {_pm(p, 'HR@1')} | "
+                         f"{_pm(c, 'ASR', SETS[1])} | {_pm(p, 'ASR', SETS[1])} | {effect} |")
+    return lines
+
+
+def defense_table(runs: list[dict[str, Any]]) -> list[str]:
+    lines = ["| cell | detector | flagged / scored | precision | recall | F1 | AUROC | FPR | samples removed | HR@1 after | ASR unseen after | ASR unseen poisoned / clean |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in runs:
+        for det, d in r["detection"].items():
+            after = r["models"].get(f"defended-{det}")
+            san = r["sanitize"].get(det, {})
+            p, c = r["models"]["poisoned"], r["models"]["clean"]
+            lines.append(
+                f"| {_cell_name(r)} | {det} | {d.get('flagged')} / {d.get('scored')} | {_f(d.get('precision'))} | "
+                f"{_f(d.get('recall'))} | {_f(d.get('f1'))} | {_f(d.get('auroc'))} | {_f(d.get('fpr'), 4)} | "
+                f"{san.get('removed_samples', '-')} of {san.get('train_before', '-')} | "
+                f"{_pm(after, 'HR@1') if after else '-'} | {_pm(after, 'ASR', SETS[1]) if after else '-'} | "
+                f"{_pm(p, 'ASR', SETS[1])} / {_pm(c, 'ASR', SETS[1])} |"
+            )
+    return lines
+
+
+def write_csvs(runs: list[dict[str, Any]], out: Path) -> None:
+    keys = ("dataset", "victim", "level", "trigger", "position", "ratio", "P_R_actual", "m", "n")
+    with open(out / "models.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([*keys, "model", "prompts", "chance", "HR@1", "HR@1_se", "ValidRatio",
+                    "ASR_seen", "ASR_seen_se", "ASR_unseen", "ASR_unseen_se"])
+        for r in runs:
+            for name, m in r["models"].items():
+                se = m.get("SE") or {}
+                w.writerow([*(r[k] for k in keys), name, r["prompts"].get("clean"), r["chance"], m["HR@1"],
+                            se.get("HR@1"), m["ValidRatio"], m["ASR"].get(SETS[0]), se.get("ASR", {}).get(SETS[0]),
+                            m["ASR"].get(SETS[1]), se.get("ASR", {}).get(SETS[1])])
+    with open(out / "detection.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow([*keys, "detector", "precision", "recall", "f1", "auroc", "fpr", "flagged", "scored",
+                    "removed_samples"])
+        for r in runs:
+            for det, d in r["detection"].items():
+                w.writerow([*(r[k] for k in keys), det, d.get("precision"), d.get("recall"), d.get("f1"),
+                            d.get("auroc"), d.get("fpr"), d.get("flagged"), d.get("scored"),
+                            r["sanitize"].get(det, {}).get("removed_samples")])
+
+
+def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+
+    groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
+    for r in runs:
+        groups[(r["dataset"], r["victim"], r["level"], r["position"])].append(r)
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for (ds, _victim, level, pos), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["ratio"])
+        x = [100 * r["ratio"] for r in rs]
+        for model, style in (("poisoned", "-o"), ("clean", ":x")):
+            y = [r["models"][model]["ASR"].get(SETS[1]) for r in rs]
+            err = [r["models"][model]["SE"]["ASR"].get(SETS[1]) for r in rs]
+            if any(v is None for v in y):
+                continue
+            ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=f"{ds} {level} {pos}: {model}")
+    chance = runs[0]["chance"]
+    ax.axhline(chance, color="grey", lw=0.8, ls="--", label=f"chance ({chance:.2f})")
+    ax.set_xlabel("poisoning ratio P_R (%)")
+    ax.set_ylabel("ASR on triggered-unseen items")
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_title("BadRec: attack success vs poisoning ratio (± 1 SE)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_defense(runs: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in runs if any(k.startswith("defended-") for k in r["models"])]
+    if not rows:
+        return False
+    r = rows[0] if len(rows) == 1 else max(rows, key=lambda r: r["ratio"])
+    names = ["untrained", "clean", "poisoned", *[k for k in r["models"] if k.startswith("defended-")]]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    x = np.arange(len(names))
+    for k, (label, get) in enumerate((
+        ("HR@1", lambda m: (m["HR@1"], m["SE"]["HR@1"])),
+        ("ASR unseen", lambda m: (m["ASR"].get(SETS[1]), m["SE"]["ASR"].get(SETS[1]))),
+    )):
+        vals = [get(r["models"][n]) for n in names]
+        ax.bar(x + (k - 0.5) * 0.38, [v or 0 for v, _ in vals], 0.38, yerr=[e or 0 for _, e in vals],
+               capsize=3, label=label)
+    ax.axhline(r["chance"], color="grey", lw=0.8, ls="--", label=f"chance ({r['chance']:.2f})")
+    ax.set_xticks(x, names, rotation=15)
+    ax.set_ylim(0, 1.05)
+    ax.set_title(f"Before and after the defense: {_cell_name(r)}", fontsize=8)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def plot_detection(runs: list[dict[str, Any]], path: Path) -> bool:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    f1: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in runs:
+        for det, d in r["detection"].items():
+            if d.get("f1") is not None:
+                f1[det][r["level"]].append(d["f1"])
+    if not f1:
+        return False
+    levels = sorted({lv for d in f1.values() for lv in d})
+    dets = sorted(f1)
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    width = 0.8 / len(dets)
+    for i, det in enumerate(dets):
+        ax.bar(np.arange(len(levels)) + (i - (len(dets) - 1) / 2) * width,
+               [float(np.mean(f1[det][lv])) if f1[det][lv] else 0 for lv in levels], width, label=det)
+    ax.set_xticks(np.arange(len(levels)), levels)
+    ax.set_ylabel("detection F1 (per item)")
+    ax.set_ylim(0, 1.05)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def write_report(run_dir: str | os.PathLike) -> Path:
+    """Write report.md, the CSVs and the plots next to ``results.json``; returns report.md."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    run_dir = Path(run_dir)
+    results = read_json(run_dir / "results.json")
+    runs = results.get("runs")
+    if not isinstance(runs, list) or not runs:
+        raise RecBackdoorError(f"{run_dir / 'results.json'}: no runs in it; run `recbackdoor run CONFIG` first")
+    cfg = results.get("config", {})
+    write_csvs(runs, run_dir)
+    plots = {name: fn(runs, run_dir / name) for name, fn in (
+        ("asr_vs_ratio.png", plot_asr_vs_ratio), ("defense.png", plot_defense), ("detection_f1.png", plot_detection))}
+    data, train, ev = cfg.get("data", {}), cfg.get("train", {}), cfg.get("eval", {})
+    lines = [
+        f"# {results.get('study', 'study')}: BadRec attack and defense",
+        "",
+        f"Backbone `{runs[0]['backbone']}`; {data.get('candidates')} candidates per prompt (chance "
+        f"HR@1 = chance ASR = {runs[0]['chance']:.3f}), history <= {data.get('history')}, "
+        f"{data.get('train_samples') or 'all'} clean training samples; LoRA r={train.get('lora_r')}, "
+        f"lr {train.get('lr')}, {train.get('epochs')} epoch(s), batch {train.get('batch_size')}; "
+        f"score protocol ({ev.get('scoring')} log-likelihood). `± x` is one standard error of the "
+        "rate at the number of prompts given. *untrained*: the backbone before any fine-tuning; "
+        "*clean*: trained on the clean data; *poisoned*: on the BadRec data; *defended-D*: on the "
+        "data sanitized by detector D.",
+        "",
+        "## Attack",
+        "",
+        *attack_table(runs),
+        "",
+        "## Poisoning ratio and position",
+        "",
+        *sweep_table(runs),
+        "",
+    ]
+    if plots["asr_vs_ratio.png"]:
+        lines += ["![ASR vs P_R](asr_vs_ratio.png)", ""]
+    if any(r["detection"] for r in runs):
+        lines += ["## Defense", "", *defense_table(runs), ""]
+        if plots["defense.png"]:
+            lines += ["![defense](defense.png)", ""]
+        if plots["detection_f1.png"]:
+            lines += ["![detection F1](detection_f1.png)", ""]
+    lines += ["Tables as CSV: `models.csv`, `detection.csv`; raw numbers: `results.json`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def headline(results: dict[str, Any]) -> str:
+    """The terminal summary of a run: per cell, every model's HR@1 and ASR (± SE) beside the
+    chance rate, and every detector's precision / recall / F1."""
+    out = []
+    for r in results["runs"]:
+        out.append(f"\n{_cell_name(r)}: {r['m']} fake + {r['n']} clean samples, "
+                   f"{r['n_triggered_items']} triggered items; prompts per set {r['prompts']}; "
+                   f"chance {r['chance']:.3f}")
+        out.append(f"  {'model':22s} {'HR@1':>15s} {'ASR seen':>15s} {'ASR unseen':>15s}")
+        for name, m in r["models"].items():
+            out.append(f"  {name:22s} {_pm(m, 'HR@1'):>15s} {_pm(m, 'ASR', SETS[0]):>15s} {_pm(m, 'ASR', SETS[1]):>15s}")
+        for det, d in r["detection"].items():
+            san = r["sanitize"].get(det, {})
+            out.append(f"  detector {det}: flagged {d.get('flagged')} of {d.get('scored')} items, precision "
+                       f"{_f(d.get('precision'))} recall {_f(d.get('recall'))} F1 {_f(d.get('f1'))}; "
+                       f"removed {san.get('removed_samples', '-')} of {san.get('train_before', '-')} training samples")
+    return "\n".join(out)

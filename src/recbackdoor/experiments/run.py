@@ -1,0 +1,309 @@
+"""``recbackdoor run CONFIG``: a whole study, stage by stage (DESIGN 6).
+
+For every dataset: prepare (+ a seeded subset of the training samples) -> train a clean victim.
+For every level x position x P_R: BadRec -> train the poisoned victim -> evaluate the untrained
+backbone, the clean-trained and the poisoned victim on the same clean / triggered-seen /
+triggered-unseen prompts -> for every detector: detect + sanitize -> retrain -> evaluate.
+Then ``results.json`` and the report (``report.py``).
+
+Stages live in ``<out>/stages/`` keyed by their inputs (``stages.py``): a rerun reuses every
+finished stage, resumes an interrupted training from its last checkpoint, and reruns exactly
+the stages a changed option affects. ``results.json`` holds numbers only (no paths, no
+timings), so the same config gives the same bytes however often the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from ..io_utils import read_json, write_json
+from .config import DATASET_SOURCES, ExperimentConfig
+from .stages import Stage, StageStore
+
+ATTACK_SETS = ("triggered-seen", "triggered-unseen")
+SUBSET_STREAM = 99  # random stream of the training subset (the benchmark's, kept)
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("RECBACKDOOR_DATA", "../shared/data"))
+
+
+@dataclass
+class Cell:
+    """One dataset x victim x level x position x P_R of the study and its stages."""
+
+    dataset: str
+    victim: str
+    level: str
+    position: str
+    ratio: float
+    attack: Stage
+    models: dict[str, Stage] = field(default_factory=dict)  # model name -> its eval stage
+    defenses: dict[str, Stage] = field(default_factory=dict)  # detector -> defend stage
+
+
+class Study:
+    """The stages of a config, in the order they run, and the cells they make up."""
+
+    def __init__(self, config: ExperimentConfig, data_root: Path, store: StageStore) -> None:
+        self.cfg = config
+        self.data_root = data_root
+        self.store = store
+        self.stages: dict[str, Stage] = {}
+        self.cells: list[Cell] = []
+        self._plan()
+
+    # ------------------------------------------------------------------ planning
+    def _add(self, stage: Stage) -> Stage:
+        return self.stages.setdefault(stage.name, stage)
+
+    def _plan(self) -> None:
+        cfg = self.cfg
+        for ds in cfg.data.datasets:
+            data = self._add(self._data_stage(ds))
+            for victim in cfg.train.victims:
+                clean = self._add(self._train_stage(data, victim, "clean"))
+                for level in cfg.attack.levels:
+                    for position in cfg.attack.positions:
+                        for ratio in cfg.attack.ratios:
+                            attack = self._add(self._attack_stage(data, level, position, ratio))
+                            cell = Cell(ds, victim, level, position, ratio, attack)
+                            poisoned = self._add(self._train_stage(attack, victim, "poisoned"))
+                            for name, model in (("untrained", None), ("clean", clean), ("poisoned", poisoned)):
+                                cell.models[name] = self._add(self._eval_stage(model, attack, name))
+                            for det in cfg.defense.detectors:
+                                defended = self._add(self._defend_stage(attack, det))
+                                cell.defenses[det] = defended
+                                if cfg.defense.retrain:
+                                    model = self._add(self._train_stage(defended, victim, f"defended-{det}"))
+                                    cell.models[f"defended-{det}"] = self._add(
+                                        self._eval_stage(model, attack, f"defended-{det}")
+                                    )
+                            self.cells.append(cell)
+
+    def _data_stage(self, ds: str) -> Stage:
+        loader, rel = DATASET_SOURCES[ds]
+        source = (self.data_root / rel).resolve()
+        d = self.cfg.data
+        options = {"dataset": ds, "loader": loader, "source": str(source), "seed": self.cfg.run.seed,
+                   "candidates": d.candidates, "history": d.history, "min_history": d.min_history,
+                   "train_samples": d.train_samples}
+
+        def build(out: Path, work: Path) -> None:
+            import numpy as np
+
+            from ..data.io import save_dataset
+            from ..data.prepare import prepare_dataset
+
+            if not source.is_dir():
+                raise ConfigError(f"{source}: {ds} files not found; pass --data DIR (the folder holding {rel})")
+            dataset = prepare_dataset(loader, source, self.cfg.run.seed, n_candidates=d.candidates,
+                                      max_history=d.history, min_history=d.min_history)
+            if d.train_samples is not None and d.train_samples < len(dataset.train):
+                rng = np.random.default_rng([self.cfg.run.seed, SUBSET_STREAM])
+                keep = np.sort(rng.choice(len(dataset.train), d.train_samples, replace=False))
+                manifest = {**dataset.manifest, "train_subset": {
+                    "n": d.train_samples, "of": len(dataset.train),
+                    "how": "seeded random subset, original order", "rng": [self.cfg.run.seed, SUBSET_STREAM]}}
+                dataset = dataset.replace(train=tuple(dataset.train[i] for i in keep), manifest=manifest)
+            save_dataset(dataset, out)
+
+        return Stage("data", f"prepare {ds}", options, build)
+
+    def _attack_stage(self, data: Stage, level: str, position: str, ratio: float) -> Stage:
+        a = self.cfg.attack
+        trigger = a.triggers.get(level)
+        options = {"data": data.key, "level": level, "position": position, "ratio": ratio,
+                   "policy": a.policy, "n_targets": a.n_targets, "fake_history": a.fake_history,
+                   "trigger": trigger, "seed": self.cfg.run.seed}
+
+        def build(out: Path, work: Path) -> None:
+            import warnings
+
+            from ..attack import AttackConfig, poison, save_poisoned
+            from ..data.io import load_dataset
+
+            config = AttackConfig(level=level, trigger=trigger, position=position, ratio=ratio,
+                                  policy=a.policy, n_targets=a.n_targets, fake_history=a.fake_history,
+                                  seed=self.cfg.run.seed)
+            data_dir = self.store.path(data)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                result = poison(load_dataset(data_dir), config, source=data_dir)
+            save_poisoned(result, out)
+
+        label = f"attack {options['level']}/{position}/P_R={ratio}"
+        return Stage("attack", label, options, build)
+
+    def _train_options(self) -> dict[str, Any]:
+        t = self.cfg.train
+        return {"backbone": self.cfg.run.backbone, "lr": t.lr, "epochs": t.epochs, "max_steps": t.max_steps,
+                "batch_size": t.batch_size, "lora_r": t.lora_r, "lora_dropout": t.lora_dropout,
+                "template": t.template, "seed": self.cfg.run.seed}
+
+    def _train_stage(self, data: Stage, victim: str, role: str) -> Stage:
+        t = self.cfg.train
+        options = {"data": data.key, "victim": victim, **self._train_options(),
+                   "num_processes": t.num_processes if t.launcher == "accelerate" else 1}
+
+        def build(out: Path, work: Path) -> None:
+            data_dir = self.store.path(data)
+            checkpoints = work / "checkpoints"
+            if t.launcher == "accelerate":
+                _launch_training(data_dir, out, checkpoints, victim, self._train_options(), t)
+                return
+            from ..models.lora import make_train_config
+            from ..victims import victim_trainer
+
+            config = make_train_config(**self._train_options())
+            victim_trainer(victim)(data_dir, out, config, checkpoint_dir=checkpoints, save_steps=t.save_steps)
+
+        return Stage("train", f"train {victim} {role} ({data.label})", options, build)
+
+    def _eval_stage(self, model: Stage | None, attack: Stage, role: str) -> Stage:
+        e = self.cfg.eval
+        options = {"model": model.key if model else f"untrained:{self.cfg.run.backbone}", "attack": attack.key,
+                   "prompts": e.prompts, "scoring": e.scoring, "batch_size": e.batch_size}
+
+        def build(out: Path, work: Path) -> None:
+            from ..eval.evaluate import evaluate_model
+
+            target = str(self.store.path(model)) if model else self.cfg.run.backbone
+            evaluate_model(target, self.store.path(attack), attack_sets=True, max_samples=e.prompts,
+                           scoring=e.scoring, batch_size=e.batch_size, out=out, progress=True)
+
+        return Stage("eval", f"evaluate {role} on {attack.label}", options, build)
+
+    def _defend_stage(self, attack: Stage, detector: str) -> Stage:
+        d = self.cfg.defense
+        options = {"attack": attack.key, "detector": detector, "sanitize": d.sanitize,
+                   "scanner": d.scanner, "backbone": self.cfg.run.backbone, "seed": self.cfg.run.seed}
+
+        def build(out: Path, work: Path) -> None:
+            from ..defense.defend import defend
+
+            defend(self.store.path(attack), method=detector, out=out, policy=d.sanitize,
+                   backbone=self.cfg.run.backbone, scanner_dir=d.scanner, seed=self.cfg.run.seed)
+
+        return Stage("defend", f"defend {detector} ({attack.label})", options, build)
+
+    # ------------------------------------------------------------------ results
+    def results(self) -> dict[str, Any]:
+        """``{"runs": [...]}``: numbers only, one entry per cell (see the module docstring)."""
+        runs = []
+        for cell in self.cells:
+            manifest = read_json(self.store.path(cell.attack) / "poison_manifest.json")
+            evals = {name: read_json(self.store.path(st) / "metrics.json") for name, st in cell.models.items()}
+            first = next(iter(evals.values()))
+            prompts = {name: s["n"] for name, s in first["sets"].items()}
+            entry: dict[str, Any] = {
+                "dataset": cell.dataset, "victim": cell.victim, "backbone": self.cfg.run.backbone,
+                "level": cell.level, "position": cell.position, "ratio": cell.ratio,
+                "trigger": manifest["trigger"], "policy": manifest["policy"],
+                "P_R_actual": manifest["P_R_actual"], "m": manifest["m"], "n": manifest["n"],
+                "n_triggered_items": len(manifest["triggered_items"]),
+                "candidates": self.cfg.data.candidates, "chance": round(1 / self.cfg.data.candidates, 6),
+                "prompts": prompts,
+                "models": {name: model_metrics(ev) for name, ev in evals.items()},
+                "detection": {}, "sanitize": {},
+            }
+            for det, st in cell.defenses.items():
+                report = read_json(self.store.path(st) / "defense_report.json")
+                m = report.get("metrics") or {}
+                entry["detection"][det] = {k: m.get(k) for k in
+                                           ("precision", "recall", "f1", "auroc", "fpr", "tp", "fp", "fn")}
+                entry["detection"][det]["flagged"] = report["counts"]["flagged_items"]
+                entry["detection"][det]["scored"] = report["counts"]["scored_items"]
+                entry["sanitize"][det] = report["sanitize"]
+            runs.append(entry)
+        return {"study": self.cfg.run.name, "config": self.cfg.model_dump(mode="json"), "runs": runs}
+
+
+def rate_se(p: float | None, n: int) -> float | None:
+    """Standard error of a rate measured on ``n`` prompts."""
+    if p is None or n <= 0:
+        return None
+    return round(math.sqrt(p * (1 - p) / n), 6)
+
+
+def model_metrics(ev: dict[str, Any]) -> dict[str, Any]:
+    """The results.json view of one evaluation: HR@1, ValidRatio, ASR per triggered set, and
+    their standard errors."""
+    sets = ev["sets"]
+    clean = sets["clean"]
+    asr = {name: sets[name].get("ASR") for name in ATTACK_SETS if name in sets}
+    return {
+        "HR@1": clean["HR@1"], "ValidRatio": clean["ValidRatio"], "HR@5": clean.get("HR@5"),
+        "NDCG@10": clean.get("NDCG@10"), "ASR": asr,
+        "SE": {"HR@1": rate_se(clean["HR@1"], clean["n"]),
+               "ASR": {name: rate_se(v, sets[name]["n"]) for name, v in asr.items()}},
+    }
+
+
+def _launch_training(data_dir: Path, out: Path, checkpoints: Path, victim: str, options: dict[str, Any],
+                     t: Any) -> None:
+    """One training under ``accelerate launch`` (several processes / GPUs), through the CLI."""
+    args = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", str(t.num_processes),
+            "-m", "recbackdoor.cli", "train", "--data", str(data_dir), "--out", str(out), "--victim", victim,
+            "--checkpoint-dir", str(checkpoints), "--save-steps", str(t.save_steps)]
+    flags = {"backbone": "--backbone", "lr": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
+             "batch_size": "--batch-size", "lora_r": "--lora-r", "lora_dropout": "--lora-dropout",
+             "template": "--template", "seed": "--seed"}
+    for key, flag in flags.items():
+        if options.get(key) is not None:
+            args += [flag, str(options[key])]
+    code = subprocess.call(args)
+    if code != 0:
+        raise ConfigError(f"accelerate launch of the {victim} training exited with code {code}; see its output above")
+
+
+def run_study(
+    config: ExperimentConfig,
+    out: str | os.PathLike,
+    data_root: str | os.PathLike | None = None,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) every stage of ``config`` under ``out``; write ``results.json`` and the
+    report; return the results."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    if config.run.threads:
+        import torch
+
+        torch.set_num_threads(config.run.threads)
+    out = Path(out)
+    store = StageStore(out / "stages")
+    study = Study(config, Path(data_root) if data_root is not None else default_data_root(), store)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", config.model_dump(mode="json"))
+    stages = list(study.stages.values())
+    timing: dict[str, Any] = {}
+    t_total = time.perf_counter()
+    for i, stage in enumerate(stages, 1):
+        done = store.done(stage)
+        console.print(f"[bold][{i}/{len(stages)}][/bold] {stage.label} "
+                      f"{'[dim](reused)[/dim]' if done else '...'}")
+        t0 = time.perf_counter()
+        path, ran = store.run(stage)
+        if ran:
+            console.print(f"      [green]done[/green] in {time.perf_counter() - t0:.1f}s -> {path}")
+        timing[stage.name] = {"label": stage.label, "seconds": store.seconds(stage), "ran_now": ran}
+    results = study.results()
+    write_json(out / "results.json", results)
+    write_json(out / "timing.json", {"stages": timing, "this_call_seconds": round(time.perf_counter() - t_total, 1)})
+    write_json(out / "stages.json", {name: {"label": s.label, "dir": str(store.path(s))} for name, s in study.stages.items()})
+    if report:
+        from .report import write_report
+
+        path = write_report(out)
+        console.print(f"report: {path}")
+    return results

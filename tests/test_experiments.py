@@ -1,0 +1,187 @@
+"""The experiment runner: config validation, configs/smoke.toml end to end, resume after a kill,
+and reruns of exactly the stages a changed option affects."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from recbackdoor.cli import main
+from recbackdoor.errors import ConfigError
+from recbackdoor.experiments.config import apply_overrides, describe_keys, load_config
+from recbackdoor.experiments.report import write_report
+from recbackdoor.experiments.run import rate_se, run_study
+from recbackdoor.experiments.stages import Stage, StageStore, stage_key
+
+from .conftest import ROOT
+
+SMOKE = ROOT / "configs" / "smoke.toml"
+CONFIGS = sorted((ROOT / "configs").rglob("*.toml"))
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+# --------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_committed_config_validates(path):
+    cfg = load_config(path)
+    assert cfg.data.datasets and cfg.attack.levels
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[data]\ndatasets = ['lastfm']\ntrain_sampels = 3\n", "data.train_sampels: unknown key"),
+        ("[attack]\nratios = [1.5]\n", "strictly between 0 and 1"),
+        ("[data]\ndatasets = ['netflix']\n", "unknown dataset 'netflix'"),
+        ("[defense]\ndetectors = ['magic']\n", "unknown detector 'magic'"),
+        ("[bogus]\nx = 1\n", "bogus: unknown key"),
+        ("[data\n", "not valid TOML"),
+    ],
+)
+def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, message):
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(text)
+    out = tmp_path / "run"
+    assert main(["run", str(cfg), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err and "\n" not in err
+    assert not out.exists()
+
+
+def test_overrides_are_parsed_as_toml_and_validated(tmp_path):
+    cfg = load_config(SMOKE, ["attack.ratios=[0.05, 0.1]", "train.lr=3e-3", "run.name=\"x y\""])
+    assert cfg.attack.ratios == [0.05, 0.1] and cfg.train.lr == 3e-3 and cfg.run.name == "x y"
+    with pytest.raises(ConfigError, match="section.key=value"):
+        apply_overrides({}, ["lr=1"])
+    with pytest.raises(ConfigError, match="train.lrr: unknown key"):
+        load_config(SMOKE, ["train.lrr=1"])
+
+
+def test_describe_keys_documents_every_key():
+    text = describe_keys()
+    for key in ("train_samples", "positions", "ratios", "detectors", "save_steps", "prompts"):
+        assert key in text
+    assert "None #" not in text.replace("None  ", "None ")  # every key has a description
+
+
+def test_standard_error():
+    assert rate_se(0.5, 100) == 0.05
+    assert rate_se(0.0, 10) == 0.0
+    assert rate_se(None, 10) is None
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def test_stage_store_reuses_finished_and_rebuilds_unfinished(tmp_path):
+    calls = []
+
+    def build(out: Path, work: Path) -> None:
+        calls.append(work.exists())
+        out.mkdir()
+        (out / "x.txt").write_text("ok")
+
+    store = StageStore(tmp_path)
+    stage = Stage("demo", "demo stage", {"a": 1}, build)
+    path, ran = store.run(stage)
+    assert ran and (path / "x.txt").read_text() == "ok" and path.name == f"demo-{stage_key({'a': 1})}"
+    assert not (tmp_path / f".work-{stage.name}").exists()
+    assert store.run(stage) == (path, False)
+    assert calls == [True]
+    other = Stage("demo", "demo stage", {"a": 2}, build)
+    assert store.path(other) != path  # a changed option is a different stage
+
+    def fail(out: Path, work: Path) -> None:
+        (work / "checkpoint").write_text("half")
+        raise KeyboardInterrupt
+
+    broken = Stage("demo", "broken", {"a": 3}, fail)
+    with pytest.raises(KeyboardInterrupt):
+        store.run(broken)
+    assert not store.done(broken) and not store.path(broken).exists()
+    assert (tmp_path / f".work-{broken.name}" / "checkpoint").read_text() == "half"  # kept to resume
+
+
+# --------------------------------------------------------------------------- smoke run
+
+
+@pytest.fixture(scope="module")
+def smoke_run(shared_data, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("smoke") / "run"
+    assert main(["run", str(SMOKE), "--out", str(out), "--data", str(shared_data)]) == 0
+    return out
+
+
+def test_smoke_config_runs_the_whole_pipeline(smoke_run):
+    results = json.loads((smoke_run / "results.json").read_text())
+    cfg = load_config(SMOKE)
+    runs = results["runs"]
+    assert len(runs) == len(cfg.attack.levels) * len(cfg.attack.positions) * len(cfg.attack.ratios)
+    for run in runs:
+        assert run["prompts"] == {"clean": 8, "triggered-seen": 8, "triggered-unseen": 8}
+        assert set(run["models"]) == {"untrained", "clean", "poisoned", "defended-stat"}
+        for m in run["models"].values():
+            assert m["ValidRatio"] == 1.0 and set(m["ASR"]) == {"triggered-seen", "triggered-unseen"}
+            assert 0 <= m["HR@1"] <= 1 and m["SE"]["HR@1"] is not None
+        det = run["detection"]["stat"]
+        assert set(det) >= {"precision", "recall", "f1", "auroc", "fpr"}
+        assert det["recall"] == 1.0  # one reused trigger on every poisoned title
+        assert run["m"] == 6 and run["n"] == 24  # P_R 0.2 of the 24-sample subset
+        assert run["sanitize"]["stat"]["removed_samples"] >= run["m"]
+    for name in ("report.md", "models.csv", "detection.csv", "asr_vs_ratio.png", "defense.png"):
+        assert (smoke_run / name).is_file(), name
+    report = (smoke_run / "report.md").read_text()
+    assert "## Attack" in report and "## Defense" in report and "±" in report
+
+
+def test_report_command_rewrites_the_report(smoke_run, capsys):
+    (smoke_run / "report.md").unlink()
+    assert main(["report", str(smoke_run)]) == 0
+    assert (smoke_run / "report.md").is_file()
+    assert main(["report", str(smoke_run / "nope")]) == 2
+
+
+def test_killed_run_resumes_to_identical_results(smoke_run, shared_data, tmp_path):
+    """kill -9 during a training, rerun: results.json is byte-identical to an uninterrupted run."""
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "recbackdoor.cli", "run", str(SMOKE), "--out", str(out), "--data", str(shared_data)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    checkpoint = None
+    while time.time() < deadline and proc.poll() is None:
+        found = sorted((out / "stages").glob(".work-train-*/checkpoints/checkpoint-*/trainer_state.json"))
+        if found:
+            checkpoint = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert checkpoint is not None, "no checkpoint appeared before the run ended"
+    assert not (out / "results.json").exists()
+    assert main(["run", str(SMOKE), "--out", str(out), "--data", str(shared_data)]) == 0
+    assert (out / "results.json").read_bytes() == (smoke_run / "results.json").read_bytes()
+
+
+def test_changed_option_reruns_exactly_the_stages_it_affects(smoke_run, shared_data, tmp_path):
+    out = tmp_path / "changed"
+    shutil.copytree(smoke_run, out)
+    cfg = load_config(SMOKE, ["defense.sanitize=\"drop-any\""])
+    run_study(cfg, out, shared_data, report=False)
+    timing = json.loads((out / "timing.json").read_text())["stages"]
+    ran = sorted(v["label"].split(" ")[0] + ":" + v["label"].split(" ")[1] for v in timing.values() if v["ran_now"])
+    n_cells = len(cfg.attack.positions)
+    # per cell: defend, retrain, evaluate the defended victim; nothing upstream
+    assert ran == sorted(["defend:stat"] * n_cells + ["train:tallrec"] * n_cells + ["evaluate:defended-stat"] * n_cells)
+    write_report(out)
+    assert (out / "report.md").is_file()
