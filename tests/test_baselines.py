@@ -199,3 +199,68 @@ def test_embed_detector_isolates_an_off_catalog_title():
     assert int(np.argmax(scores)) == len(titles) - 1
     assert flag(det, [odd])[1].tolist() == [1]
     np.testing.assert_allclose(EmbedDetector(seed=0, encoder=det.encoder).fit(titles, "movies").score(titles), scores)
+
+
+# ---------------------------------------------------------------- BKI reads the victim
+
+
+@pytest.fixture(scope="module")
+def tiny_victim(tmp_path_factory):
+    """A tallrec victim on tiny-random, trained two steps at a high rate so its LoRA update
+    is visible in the hidden states."""
+    from recbackdoor.models.lora import make_train_config
+    from recbackdoor.victims.tallrec import train_victim
+
+    from .conftest import make_synthetic_dataset
+
+    out = tmp_path_factory.mktemp("victim") / "victim"
+    config = make_train_config(backbone="tiny-random", dtype="fp32", max_steps=2, max_samples=16, lr=0.05, lora_dropout=0.0)
+    return train_victim(make_synthetic_dataset(), out, config)
+
+
+def test_bki_reads_the_given_victim_with_its_adapter(tiny_victim, one_thread):
+    import torch
+    from safetensors.torch import load_file
+
+    from recbackdoor.defense.baselines.bki import BKIDetector
+    from recbackdoor.defense.baselines.lm import TitleLM
+
+    titles = natural_catalog(30)
+    det = make_detector("bki", model=str(tiny_victim), dtype="fp32", flag_rate=0.05)
+    assert isinstance(det, BKIDetector) and det.model == str(tiny_victim)
+    det.fit(titles, "movies")
+    lm = det.lm
+    assert lm.victim_info["dir"] == str(tiny_victim) and lm.victim_info["victim"] == "tallrec"
+    assert det.reads.startswith(f"victim {tiny_victim} (tallrec LoRA on tiny-random)")
+    saved = load_file(tiny_victim / "adapter" / "adapter_model.safetensors")
+    loaded = {k: v for k, v in lm.model.state_dict().items() if "lora_" in k}
+    assert saved and len(loaded) == len(saved)
+    for name, tensor in saved.items():  # the saved adapter, tensor for tensor
+        match = [v for k, v in loaded.items() if k.replace(".default", "").endswith(name.split("base_model.model.", 1)[1])]
+        assert len(match) == 1 and torch.equal(match[0].cpu(), tensor), name
+    base = TitleLM("tiny-random", dtype="fp32")  # the untrained backbone reads differently
+    assert base.source == "base backbone tiny-random (no victim model given)"
+    assert not np.allclose(lm.run(titles[:5], want="embed"), base.run(titles[:5], want="embed"), atol=1e-4)
+
+
+def test_bki_falls_back_to_the_base_backbone_and_says_so(capsys):
+    det = make_detector("bki", backbone="tiny-random", progress=True)
+    assert det.model is None and "base backbone tiny-random" in det.reads
+    assert "bki: no victim model given; reading the base backbone tiny-random" in capsys.readouterr().err
+
+
+def test_defend_bki_with_model_reports_the_victim_it_read(tiny_victim, tmp_path, capsys):
+    from recbackdoor.attack import AttackConfig, poison, save_poisoned
+    from recbackdoor.cli import main
+    from recbackdoor.io_utils import read_json
+
+    from .conftest import make_synthetic_dataset
+
+    data = tmp_path / "poisoned"
+    save_poisoned(poison(make_synthetic_dataset(n_items=60), AttackConfig(ratio=0.05, policy="fixed", n_targets=4)), data)
+    rc = main(["defend", "--data", str(data), "--method", "bki", "--model", str(tiny_victim), "--out", str(tmp_path / "d")])
+    out = capsys.readouterr().out
+    assert rc == 0 and f"bki read the victim {tiny_victim}" in out
+    assert read_json(tmp_path / "d" / "defense_report.json")["lm"].startswith(f"victim {tiny_victim}")
+    rc = main(["defend", "--data", str(data), "--method", "bki", "--model", str(tmp_path / "nowhere"), "--out", str(tmp_path / "e")])
+    assert rc == 2 and "victim directory not found" in capsys.readouterr().err

@@ -118,3 +118,51 @@ def test_defend_with_a_trained_pscanner(poisoned_dir, tmp_path, capsys):
     rows = read_json(out / "detections.json")
     assert all(0.0 <= r["score"] <= 1.0 for r in rows)
     assert report["counts"]["flagged_items"] == sum(r["flagged"] for r in rows)
+
+
+# ---------------------------------------------------------------- --retrain
+
+
+def test_defend_retrain_trains_on_the_sanitized_data_and_reports_asr_and_hr(poisoned_dir, tmp_path, capsys):
+    out = tmp_path / "defended"
+    rc = main(["defend", "--data", str(poisoned_dir), "--method", "stat", "--out", str(out), "--retrain",
+               "--train-options", "backbone=tiny-random,dtype=fp32", "--train-options", "max_steps=2,max-samples=16",
+               "--eval-max-samples", "5", "--model", "tiny-random"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    report = read_json(out / "defense_report.json")
+    after = report["after_defense"]
+    assert report["retrain"] == "done" and after["victim_dir"] == str(out / "victim")
+    assert set(after["ASR"]) == {"triggered-seen", "triggered-unseen"}
+    assert all(0.0 <= v <= 1.0 for v in after["ASR"].values()) and 0.0 <= after["HR@1"] <= 1.0
+    assert after["n_samples"] == 5 and after["attack_sets"] is True
+    assert after["train_config"]["max_steps"] == 2 and after["train_config"]["max_samples"] == 16
+    victim = read_json(out / "victim" / "victim.json")  # trained on the sanitized folder
+    assert victim["dataset"]["dir"] == str(out.resolve()) and victim["backbone"] == "tiny-random"
+    assert victim["train_samples"] == 16
+    metrics = read_json(out / "victim" / "eval-defended" / "metrics.json")
+    assert metrics["ASR"] == after["ASR"] and metrics["HR@1"] == after["HR@1"]
+    assert report["before_defense"]["victim_dir"] == "tiny-random"  # --model: the reference
+    assert set(report["before_defense"]["ASR"]) == {"triggered-seen", "triggered-unseen"}
+    assert "after defense: HR@1" in captured.out and "ASR[triggered-unseen]" in captured.out
+    # detection and sanitizing are those of a plain defend
+    plain = defend(poisoned_dir, "stat", tmp_path / "plain")
+    assert report["metrics"] == plain["metrics"] and report["sanitize"] == plain["sanitize"]
+    assert (out / "train.parquet").read_bytes() == (tmp_path / "plain" / "train.parquet").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--retrain", "--train-options", "epochz=2"], "training option epochz"),
+        (["--retrain", "--train-options", "max_steps"], "expected KEY=VALUE"),
+        (["--retrain", "--train-options", "max_steps=0"], "training option max_steps"),
+        (["--train-options", "max_steps=2"], "--train-options are used only with --retrain"),
+    ],
+)
+def test_defend_retrain_options_fail_before_any_work(poisoned_dir, tmp_path, capsys, extra, message):
+    out = tmp_path / "out"
+    rc = main(["defend", "--data", str(poisoned_dir), "--method", "stat", "--out", str(out), *extra])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and err.count("\n") == 1, err
+    assert not out.exists()

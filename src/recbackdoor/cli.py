@@ -240,18 +240,29 @@ def defend_cmd(
     policy: str = typer.Option("drop-target", "--policy", help="drop-target | drop-any | strip."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="LM for onion/bki (default smollm2-135m)."),  # noqa: UP045
     scanner: Optional[str] = typer.Option(None, "--scanner", help="Trained P-Scanner folder (method pscanner)."),  # noqa: UP045
+    model: Optional[str] = typer.Option(None, "--model", help="The victim being defended (`train` output): bki reads it; with --retrain it is the before-defense reference."),  # noqa: UP045
     threshold: Optional[float] = typer.Option(None, "--threshold", help="Flag score >= this (default: the detector's rule)."),  # noqa: UP045
+    retrain: bool = typer.Option(False, "--retrain", help="Train the victim on the sanitized data and report its ASR and HR@1."),
+    train_options: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--train-options", help="With --retrain: training options KEY=VALUE[,KEY=VALUE] (e.g. backbone=smollm2-135m,max_samples=2000,epochs=1); repeatable."
+    ),
+    eval_max_samples: Optional[int] = typer.Option(None, "--eval-max-samples", help="With --retrain: first N prompts of each attack set."),  # noqa: UP045
+    victim_out: Optional[str] = typer.Option(None, "--victim-out", help="With --retrain: victim directory (default <out>/victim)."),  # noqa: UP045
     seed: int = typer.Option(0, "--seed", help="Seed of every random choice."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
 ) -> None:
-    """Scan the training titles, flag suspected triggers, sanitize and write the dataset."""
+    """Scan the training titles, flag suspected triggers, sanitize and write the dataset
+    (with --retrain: then train and evaluate the victim on it)."""
     from .defense.defend import defend
 
     report = defend(
         data, method=method, out=out, policy=policy, backbone=backbone, scanner_dir=scanner,
-        seed=seed, threshold=threshold, force=force,
+        seed=seed, threshold=threshold, force=force, model_dir=model, retrain=retrain,
+        train_options=_key_values(train_options, "--train-options"), eval_max_samples=eval_max_samples,
+        victim_out=victim_out,
     )  # fmt: skip
     counts, san = report["counts"], report["sanitize"]
+    fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     line = (
         f"{report['detector']}: flagged {counts['flagged_items']} of {counts['scored_items']} items "
         f"(threshold {report['threshold']:.4g}); {policy} removed {san['removed_samples']} of "
@@ -259,12 +270,73 @@ def defend_cmd(
     )
     m = report["metrics"]
     if m is not None:
-        fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
         line += (
             f"; P {fmt(m['precision'])} R {fmt(m['recall'])} F1 {fmt(m['f1'])} "
             f"AUROC {fmt(m['auroc'])} FPR {fmt(m['fpr'])}"
         )
+    if report.get("lm"):
+        print(f"{report['detector']} read the {report['lm']}")
+    for key in ("before_defense", "after_defense"):
+        if key in report:
+            r = report[key]
+            asr = ", ".join(f"ASR[{k}] {fmt(v)}" for k, v in (r.get("ASR") or {}).items())
+            print(f"{key.replace('_', ' ')}: HR@1 {fmt(r['HR@1'])}{'; ' + asr if asr else ''} ({r['n_samples']} prompts per set)")
     print(f"{line}; wrote {out}")
+
+
+def _key_values(values: Optional[list[str]], option: str) -> dict[str, str]:  # noqa: UP045
+    """``KEY=VALUE[,KEY=VALUE]`` options (repeatable) as a dict; ``-`` in keys becomes ``_``."""
+    from .errors import ConfigError
+
+    out: dict[str, str] = {}
+    for value in values or []:
+        for part in (p.strip() for p in value.split(",")):
+            if not part:
+                continue
+            key, sep, val = part.partition("=")
+            if not sep or not key.strip():
+                raise ConfigError(f"{option} {part!r}: expected KEY=VALUE")
+            out[key.strip().replace("-", "_")] = val.strip()
+    return out
+
+
+@app.command("detect-bench")
+def detect_bench_cmd(
+    data: str = typer.Option(..., "--data", help="Clean dataset directory (from `data prepare`)."),
+    out: str = typer.Option(..., "--out", help="Output directory: detect_bench.csv, .json, .md."),
+    levels: str = typer.Option("char,word,sentence", "--levels", help="Trigger levels, comma-separated."),
+    methods: str = typer.Option(
+        "pscanner,stat,onion,bki,embed", "--methods", help="pscanner,stat,onion,bki,embed[,strip] (strip needs --model)."
+    ),
+    policy: str = typer.Option("per-sample", "--policy", help="Target policy: per-sample | fixed | per-sample,fixed."),
+    ratio: float = typer.Option(0.01, "--ratio", help="Poisoning ratio P_R of the attack."),
+    scanner: Optional[str] = typer.Option(None, "--scanner", help="Trained P-Scanner folder (default: fit trains one per cell, as defend does)."),  # noqa: UP045
+    model: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--model", help="Victim (`train` output) or backbone for bki and strip; or LEVEL=DIR, repeated per level."
+    ),
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="LM for onion (and bki without --model); P-Scanner training backbone."),  # noqa: UP045
+    seed: int = typer.Option(0, "--seed", help="Seed of the attack and of every detector."),
+    strip_copies: int = typer.Option(8, "--strip-copies", help="STRIP: perturbed copies per prompt."),
+    strip_frr: float = typer.Option(0.05, "--strip-frr", help="STRIP: false-rejection rate on clean calibration prompts."),
+    strip_max_prompts: Optional[int] = typer.Option(None, "--strip-max-prompts", help="STRIP: at most N prompts per set (CPU budget)."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
+) -> None:
+    """Poison a clean dataset with BadRec per policy and level, run every detector on it, and
+    write one table: precision, recall, F1, AUROC, FPR and seconds per 1,000 titles (prompts
+    for strip) per detector and level. P-Scanner adds its channel ablation rows
+    (pscanner-llm, pscanner-evidence) from the same fitted scanner."""
+    from pathlib import Path
+
+    from .defense.bench import BenchConfig, parse_models, run_detect_bench
+
+    config = BenchConfig(
+        levels=tuple(levels.split(",")), methods=tuple(methods.split(",")), policies=tuple(policy.split(",")),
+        ratio=ratio, scanner_dir=scanner, model=parse_models(model), backbone=backbone, seed=seed,
+        strip_copies=strip_copies, strip_frr=strip_frr, strip_max_prompts=strip_max_prompts,
+    )  # fmt: skip
+    report = run_detect_bench(data, out, config, force=force)
+    print((Path(out) / "detect_bench.md").read_text(encoding="utf-8"), end="")
+    print(f"{len(report['rows'])} rows; wrote {out}/detect_bench.csv, .json, .md")
 
 
 scanner_app = typer.Typer(help="Train the P-Scanner poison scanner.", no_args_is_help=True)

@@ -10,12 +10,24 @@ Output directory (atomic):
     detections.json      one row per scored item: item, title, score, flagged[, span]
     defense_report.json  detector, threshold, counts, sanitize report[, detection metrics]
     attack_sets/         copied from the input, if present (valid/test are never changed)
+    victim/              with ``retrain``: the victim trained on the sanitized data (or
+                         ``victim_out``), and its evaluation in ``victim/eval-defended/``
+
+``retrain``: once the sanitized dataset is written, train the victim on it
+(:func:`recbackdoor.victims.tallrec.train_victim`, options ``train_options`` through
+:func:`recbackdoor.models.lora.make_train_config`), evaluate it with the ``score`` protocol on
+the attack sets (:func:`recbackdoor.eval.evaluate.evaluate_model`, ``attack_sets=True``; the
+test split when the input has no attack sets) and add ``after_defense`` (HR@1, ASR per
+triggered set, ...) to ``defense_report.json``. With ``model_dir`` (the victim trained on the
+poisoned data) that victim is evaluated on the same prompts as ``before_defense``. If training
+fails the sanitized dataset stays written and the report says ``retrain: failed``.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +66,14 @@ def build_detector(
     scanner_dir: str | os.PathLike | None = None,
     seed: int = 0,
     threshold: float | None = None,
+    model_dir: str | os.PathLike | None = None,
 ) -> tuple[Detector, dict[str, Any]]:
     """The detector for ``method`` and extra options for its ``fit``.
 
     P-Scanner: loaded from ``scanner_dir`` (a trained scanner) when given; otherwise a fresh
     scanner that ``fit`` trains on the training titles themselves (minutes on CPU).
+    ``model_dir``: the victim being defended (``recbackdoor train`` output), read by ``bki``
+    (as BKI is defined); without it BKI reads the base ``backbone``. Other methods ignore it.
     """
     check_method(method)
     fit_options: dict[str, Any] = {}
@@ -81,7 +96,8 @@ def build_detector(
         raise ConfigError(f"--scanner is only used by method pscanner, not {method!r}")
     from .baselines import make_detector
 
-    detector = make_detector(method, backbone=backbone, seed=seed, threshold=threshold, progress=True)
+    model = None if model_dir is None or method != "bki" else str(model_dir)
+    detector = make_detector(method, backbone=backbone, seed=seed, threshold=threshold, progress=True, model=model)
     return detector, fit_options
 
 
@@ -133,19 +149,42 @@ def defend(
     seed: int = 0,
     threshold: float | None = None,
     force: bool = False,
+    model_dir: str | os.PathLike | None = None,
+    retrain: bool = False,
+    train_options: Mapping[str, Any] | None = None,
+    eval_max_samples: int | None = None,
+    victim_out: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
-    """Detect, sanitize and write (see the module docstring); returns the defense report."""
+    """Detect, sanitize and write (see the module docstring); returns the defense report.
+
+    ``model_dir``: the victim being defended (read by ``bki``; with ``retrain`` also evaluated
+    as the before-defense reference). ``retrain``/``train_options``/``eval_max_samples``/
+    ``victim_out``: train and evaluate the victim on the sanitized data (module docstring).
+    """
     from ..eval.detection import detection_metrics
 
     check_method(method)
     check_policy(policy)
     check_output_dir(out, force)
+    if model_dir is not None:
+        check_model_dir(model_dir)
+    train_config = None
+    if retrain:  # options are checked before the (long) detection
+        from ..models.lora import make_train_config
+
+        train_config = make_train_config(**{"seed": seed, **dict(train_options or {})})
+        if eval_max_samples is not None and eval_max_samples < 1:
+            raise ConfigError(f"--eval-max-samples must be at least 1, got {eval_max_samples}")
+        if victim_out is not None:
+            check_output_dir(victim_out, force)
+    elif train_options:
+        raise ConfigError("--train-options are used only with --retrain")
     data_dir = Path(data_dir)
     dataset = load_dataset(data_dir)
     manifest_path = data_dir / POISON_MANIFEST
     poison_manifest = read_json(manifest_path) if manifest_path.is_file() else None
 
-    detector, fit_options = build_detector(method, backbone, scanner_dir, seed, threshold)
+    detector, fit_options = build_detector(method, backbone, scanner_dir, seed, threshold, model_dir=model_dir)
     rows = detect(detector, dataset, fit_options)
     flagged = [r["item"] for r in rows if r["flagged"]]
     spans = {r["item"]: r.get("span") for r in rows if r["flagged"]}
@@ -168,6 +207,9 @@ def defend(
         "sanitize": sanitize_report,
         "metrics": None,
     }
+    reads = getattr(detector, "reads", None)
+    if isinstance(reads, str):  # bki: the victim it read, or the base-backbone fallback
+        report["lm"] = reads
     if poison_manifest is not None:
         triggered = {int(i) for i in poison_manifest.get("triggered_items", [])}
         y = [int(r["item"] in triggered) for r in rows]
@@ -182,4 +224,61 @@ def defend(
         write_json(tmp / "defense_report.json", report)
         if (data_dir / "attack_sets").is_dir():
             shutil.copytree(data_dir / "attack_sets", tmp / "attack_sets")
+    if retrain:
+        assert train_config is not None
+        victim_dir = Path(victim_out) if victim_out is not None else Path(out) / "victim"
+        report["retrain"] = "failed"
+        write_json(Path(out) / "defense_report.json", report)
+        report.update(retrain_and_evaluate(Path(out), victim_dir, train_config, eval_max_samples, model_dir, force))
+        report["retrain"] = "done"
+        write_json(Path(out) / "defense_report.json", report)
     return report
+
+
+def check_model_dir(model_dir: str | os.PathLike) -> Path:
+    """A victim directory must exist (a backbone name without a path separator is let through)."""
+    path = Path(model_dir)
+    looks_like_path = os.sep in str(model_dir) or str(model_dir).startswith(".")
+    if looks_like_path and not path.exists():
+        raise ConfigError(f"{model_dir}: victim directory not found; pass a directory written by `recbackdoor train`")
+    return path
+
+
+AFTER_KEYS = ("HR@1", "HR@1_all", "ValidRatio", "HR@5", "NDCG@10", "ASR", "n_samples")
+
+
+def retrain_and_evaluate(
+    data_dir: Path,
+    victim_dir: Path,
+    train_config: Any,
+    eval_max_samples: int | None = None,
+    model_dir: str | os.PathLike | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Train the tallrec victim on ``data_dir`` into ``victim_dir``, evaluate it (and the
+    victim ``model_dir`` for reference) on the attack sets; the report's new entries."""
+    import time
+
+    from ..eval.evaluate import evaluate_model
+    from ..victims.tallrec import train_victim
+
+    has_sets = (data_dir / "attack_sets").is_dir()
+    start = time.perf_counter()
+    train_victim(data_dir, victim_dir, train_config, force=force)
+    train_seconds = time.perf_counter() - start
+
+    def run(model: str | os.PathLike, eval_out: Path) -> dict[str, Any]:
+        metrics = evaluate_model(
+            str(model), data_dir, protocol="score", attack_sets=has_sets, max_samples=eval_max_samples,
+            out=eval_out, force=True, progress=True,
+        )  # fmt: skip
+        return {k: metrics.get(k) for k in AFTER_KEYS} | {"eval_dir": str(eval_out)}
+
+    after = run(victim_dir, victim_dir / "eval-defended")
+    after.update(victim_dir=str(victim_dir), train_seconds=round(train_seconds, 2),
+                 train_config=train_config.model_dump(mode="json"), attack_sets=has_sets)  # fmt: skip
+    out: dict[str, Any] = {"after_defense": after}
+    if model_dir is not None:
+        before = run(model_dir, victim_dir / "eval-before-defense")
+        out["before_defense"] = before | {"victim_dir": str(model_dir)}
+    return out

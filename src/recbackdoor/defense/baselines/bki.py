@@ -19,18 +19,26 @@ implemented (catalog only; no training samples are needed):
 Words as in ONION (one-word titles split at separators; a title still of one piece has no
 keyword of its own but is still scored through step 4). Threshold: the common rule (at most
 ``flag_rate`` of the catalog) unless given.
+
+Which model: BKI is defined on the model being defended, so ``model`` (a victim directory
+written by ``recbackdoor train``, loaded with its LoRA adapter by
+:func:`recbackdoor.victims.load_victim`) is what it reads. Without one it falls back to the
+untrained ``backbone`` and says so in ``reads`` (and once on stderr when ``progress`` is on).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
 from ...errors import ConfigError
 from .common import (
+    DEFAULT_FLAG_RATE,
     LMDetectorBase,
     calibrated_threshold,
     check_domain,
@@ -48,6 +56,34 @@ class BKIDetector(LMDetectorBase):
     """Salient keywords repeated across the catalog."""
 
     name = "bki"
+
+    def __init__(
+        self,
+        backbone: str = "smollm2-135m",
+        threshold: float | None = None,
+        flag_rate: float = DEFAULT_FLAG_RATE,
+        batch_size: int = 64,
+        device: Any = None,
+        dtype: Any = None,
+        lm: Any = None,
+        progress: bool = False,
+        model: str | None = None,
+    ) -> None:
+        super().__init__(backbone, threshold, flag_rate, batch_size, device, dtype, lm, progress)
+        self.model = None if model is None else str(model)
+        if self.model is not None:
+            self._lm_options["model_dir"] = self.model
+        elif self._lm is None and self._lm_options.get("progress"):
+            print(f"bki: no victim model given; reading the base backbone {self.backbone}", file=sys.stderr)
+
+    @property
+    def reads(self) -> str:
+        """What the detector's LM is: the victim directory, or the base backbone fallback."""
+        if self._lm is not None and getattr(self._lm, "source", None):
+            return str(self._lm.source)
+        if self.model is not None:
+            return f"victim {self.model}"
+        return f"base backbone {self.backbone} (no victim model given)"
 
     def _reset(self) -> None:
         self.keyword_scores: dict[str, float] = {}

@@ -11,6 +11,10 @@ so ONION and BKI sharing a ``TitleLM`` (and later calls on mostly the same catal
 The output head is applied only to the positions that predict a title token (not to the
 context or padding): on a 135M model with a 49k vocabulary that head is a third of the cost.
 Texts are sorted by length and padded per batch; results come back in input order.
+
+``model_dir`` reads a trained victim instead (a directory written by ``recbackdoor train``,
+loaded with :func:`recbackdoor.victims.load_victim`: backbone + its LoRA adapter), as BKI is
+defined on the model being defended; ``source`` says which of the two an instance reads.
 """
 
 from __future__ import annotations
@@ -33,11 +37,25 @@ class TitleLM:
         device: Any = None,
         dtype: Any = None,
         progress: bool = False,
+        model_dir: str | None = None,
     ) -> None:
-        from ...models.backbones import load_backbone
+        if model_dir is not None:
+            from ...victims import load_victim
 
-        self.backbone = backbone
-        self.model, self.tokenizer = load_backbone(backbone, device=device, dtype=dtype)
+            self.model, self.tokenizer, info = load_victim(str(model_dir), device=device, dtype=dtype)
+            self.backbone = str(info.get("backbone") or backbone)
+            self.victim_info = info
+            if info.get("victim") is not None:
+                self.source = f"victim {model_dir} ({info['victim']} LoRA on {self.backbone})"
+            else:
+                self.source = f"backbone {model_dir} (given as the model; no adapter)"
+        else:
+            from ...models.backbones import load_backbone
+
+            self.backbone = backbone
+            self.model, self.tokenizer = load_backbone(backbone, device=device, dtype=dtype)
+            self.victim_info = None
+            self.source = f"base backbone {backbone} (no victim model given)"
         self.batch_size = batch_size
         self.progress = progress
         self._cache: dict[tuple[str, str], tuple[float, np.ndarray]] = {}
