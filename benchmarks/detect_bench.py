@@ -1,15 +1,14 @@
-"""Detection benchmark on ML-100K titles: each detector against 12 triggered titles per level.
+"""Detection benchmark on real BadRec output: a thin caller of ``recbackdoor detect-bench``
+(:func:`recbackdoor.defense.bench.run_detect_bench`) over the reference datasets.
 
-For each trigger level (char / word / sentence, the attack module's default triggers, suffix
-position), ``--n-poison`` distinct titles of the ML-100K catalog get the trigger (seeded), and
-every detector is fitted on that poisoned catalog (the defender sees only titles) and scored on
-it. Reported per detector and level: precision, recall, F1, FPR at the detector's default
-threshold, AUROC, flagged count, seconds. The LM-based detectors share one LM and cache clean
-titles' scores, so later levels only score the changed titles (their time is lower).
+For each dataset (LastFM, ML-100K, Steam from ../shared/data): ``data prepare`` into
+``--work`` (once; reused), then ``detect-bench`` (the attack's own ``poison()`` per policy and
+level, every detector through ``defend``'s ``detect()``), and the tables are copied to
+``--results`` as ``detect_bench_<dataset>.{md,json,csv}``. Prints the machine and settings first.
 
-    nice -n 10 .venv/bin/python benchmarks/detect_bench.py
-    .venv/bin/python benchmarks/detect_bench.py --detectors stat,embed --out bench.json
-    .venv/bin/python benchmarks/detect_bench.py --detectors pscanner --scanner runs/scanner
+    nice -n 10 .venv/bin/python benchmarks/detect_bench.py --datasets ml100k --methods stat,embed
+    .venv/bin/python benchmarks/detect_bench.py --policies per-sample,fixed --reuse-models
+    .venv/bin/python benchmarks/detect_bench.py --methods pscanner --scanner-dir runs/scanners  # DIR/<dataset>
 """
 
 from __future__ import annotations
@@ -18,117 +17,89 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
-from typing import Any
 
-import numpy as np
+from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
 
 ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_DATA = Path(os.environ.get("RECBACKDOOR_DATA", ROOT.parent / "shared" / "data"))
+DATA = Path(os.environ.get("RECBACKDOOR_DATA", ROOT.parent / "shared" / "data"))
+SOURCES = {  # name -> (data prepare --dataset, source folder)
+    "lastfm": ("lastfm", DATA / "lastfm" / "llara"),
+    "ml100k": ("ml100k", DATA / "movielens" / "ml-100k"),
+    "steam": ("steam", DATA / "steam" / "llara"),
+}
 
 
-def ml100k_titles(path: Path) -> list[str]:
-    """Distinct titles of ``u.item`` (``|``-separated, ISO-8859-1), in file order."""
-    titles = [line.split("|")[1] for line in path.read_text(encoding="iso-8859-1").splitlines() if line]
-    return list(dict.fromkeys(titles))
-
-
-def poisoned(titles: list[str], level: str, n: int, position: str, seed: int) -> tuple[list[str], np.ndarray, str]:
-    from recbackdoor.attack.triggers import default_trigger, insert_trigger
-
-    trigger = default_trigger(level, "movies")
-    rng = np.random.default_rng([seed, ["char", "word", "sentence"].index(level)])
-    idx = rng.choice(len(titles), n, replace=False)
-    out, y = list(titles), np.zeros(len(titles), dtype=int)
-    for i in idx:
-        out[i] = insert_trigger(out[i], trigger, level, position, rng)
-        y[i] = 1
-    return out, y, trigger
-
-
-def make(name: str, args: argparse.Namespace, shared: dict[str, Any]) -> Any:
-    """One detector per name, built once (LM shared between onion and bki)."""
-    if name == "pscanner":
-        from recbackdoor.defense.pscanner.scanner import load_scanner
-
-        if not args.scanner:
-            raise SystemExit("--detectors pscanner needs --scanner DIR (a trained scanner)")
-        return load_scanner(args.scanner, progress=True)
-    from recbackdoor.defense.baselines import make_detector
-
-    options: dict[str, Any] = {"seed": args.seed, "progress": True}
-    if name in ("onion", "bki"):
-        if "lm" not in shared:
-            from recbackdoor.defense.baselines.lm import TitleLM
-
-            shared["lm"] = TitleLM(args.backbone, batch_size=args.batch_size, progress=True)
-        options.update(backbone=args.backbone, lm=shared["lm"])
-    return make_detector(name, **options)
-
-
-def machine() -> dict[str, Any]:
+def machine() -> str:
     import torch
 
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    return (f"{cpu_model()}; {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
+            f"python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA / "movielens" / "ml-100k" / "u.item")
-    parser.add_argument("--detectors", default="stat,embed,onion,bki")
-    parser.add_argument("--levels", default="char,word,sentence")
-    parser.add_argument("--n-poison", type=int, default=12)
-    parser.add_argument("--position", default="suffix")
-    parser.add_argument("--backbone", default="smollm2-135m")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--scanner", default=None, help="trained P-Scanner folder (detector pscanner)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
-    args = parser.parse_args()
+def prepared(name: str, work: Path) -> Path:
+    """``work/<name>``: the dataset prepared with the defaults (seed 0), made once."""
+    from recbackdoor.data.prepare import prepare_to_dir
 
-    from recbackdoor.defense.base import flag
-    from recbackdoor.eval.detection import detection_metrics
+    out = work / name
+    if not (out / "manifest.json").is_file():
+        dataset, source = SOURCES[name]
+        start = time.perf_counter()
+        prepare_to_dir(dataset, source, out, 0, force=out.exists())
+        print(f"{name}: prepared {out} in {time.perf_counter() - start:.1f}s", flush=True)
+    return out
 
-    titles = ml100k_titles(args.data)
-    settings = {
-        "data": str(args.data), "distinct_titles": len(titles), "n_poison": args.n_poison,
-        "position": args.position, "backbone (onion, bki)": args.backbone, "seed": args.seed,
-        "thresholds": "each detector's default rule (stat 0.8; others: flag <= 1% of the catalog)",
-    }  # fmt: skip
-    info = machine()
-    print("settings:", json.dumps(settings))
-    print("machine: ", json.dumps(info))
-    shared: dict[str, Any] = {}
-    detectors = {name: make(name, args, shared) for name in args.detectors.split(",")}
-    rows = []
-    header = f"{'detector':9} {'level':9} {'P':>6} {'R':>6} {'F1':>6} {'FPR':>7} {'AUROC':>6} {'flag':>5} {'sec':>7}  trigger"
-    print(header)
-    for level in args.levels.split(","):
-        cat, y, trigger = poisoned(titles, level, args.n_poison, args.position, args.seed)
-        for name, det in detectors.items():
-            start = time.perf_counter()
-            det.fit(cat, "movies")
-            scores, flags = flag(det, cat)
-            seconds = time.perf_counter() - start
-            m = detection_metrics(y, scores, flags)
-            rows.append({"detector": name, "level": level, "trigger": trigger, "seconds": seconds,
-                         "threshold": float(det.threshold), **m})  # fmt: skip
-            print(
-                f"{name:9} {level:9} {m['precision']:6.3f} {m['recall']:6.3f} {m['f1']:6.3f} "
-                f"{m['fpr']:7.4f} {m['auroc']:6.3f} {m['n_flagged']:5d} {seconds:7.1f}  {trigger!r}",
-                flush=True,
-            )
-    if args.out:
-        args.out.write_text(json.dumps({"settings": settings, "machine": info, "results": rows}, indent=2))
+
+def parser(description: str, default_methods: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--datasets", default="lastfm,ml100k,steam")
+    ap.add_argument("--methods", default=default_methods)
+    ap.add_argument("--levels", default="char,word,sentence")
+    ap.add_argument("--policies", default="per-sample,fixed")
+    ap.add_argument("--ratio", type=float, default=0.01)
+    ap.add_argument("--scanner-dir", default=None, help="trained P-Scanners: DIR/<dataset> (default: fit trains one per cell)")
+    ap.add_argument("--model", default=None, help="victim for bki/strip (one for every dataset; default: base backbone)")
+    ap.add_argument("--backbone", default=None, help="onion/bki LM and P-Scanner backbone (default smollm2-135m)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reuse-models", action="store_true", help="keep one detector per method across cells (caches)")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch default)")
+    ap.add_argument("--work", type=Path, default=ROOT / "runs" / "detect-bench", help="prepared data + bench outputs")
+    ap.add_argument("--results", type=Path, default=None, help="also copy the tables here (e.g. benchmarks/results)")
+    return ap
+
+
+def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion,bki,embed", tag: str = "detect_bench") -> None:
+    args = parser(description, default_methods).parse_args()
+    import torch
+
+    from recbackdoor.defense.bench import BenchConfig, run_detect_bench
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    print(f"machine: {machine()}\nsettings: {json.dumps({k: str(v) for k, v in vars(args).items()})}", flush=True)
+    for name in args.datasets.split(","):
+        if name not in SOURCES:
+            raise SystemExit(f"unknown dataset {name!r}; use {', '.join(SOURCES)}")
+        data = prepared(name, args.work)
+        scanner = None
+        if args.scanner_dir and "pscanner" in args.methods.split(","):
+            scanner = str(Path(args.scanner_dir) / name)
+        config = BenchConfig(
+            levels=tuple(args.levels.split(",")), methods=tuple(args.methods.split(",")),
+            policies=tuple(args.policies.split(",")), ratio=args.ratio, scanner_dir=scanner, model=args.model,
+            backbone=args.backbone, seed=args.seed, reuse_models=args.reuse_models,
+        )  # fmt: skip
+        out = args.work / f"{tag}-{name}"
+        start = time.perf_counter()
+        run_detect_bench(data, out, config, force=True)
+        print(f"{name}: {time.perf_counter() - start:.0f}s; wrote {out}", flush=True)
+        print((out / "detect_bench.md").read_text(), flush=True)
+        if args.results:
+            args.results.mkdir(parents=True, exist_ok=True)
+            for ext in ("md", "json", "csv"):
+                shutil.copyfile(out / f"detect_bench.{ext}", args.results / f"{tag}_{name}.{ext}")
 
 
 if __name__ == "__main__":

@@ -216,3 +216,25 @@ def test_detect_bench_refuses_a_poisoned_dataset_and_an_existing_output(slice_di
     (tmp_path / "exists").mkdir()
     rc = main(["detect-bench", "--data", str(slice_dir), "--out", str(tmp_path / "exists"), "--methods", "stat"])
     assert rc == 2 and "output directory exists" in capsys.readouterr().err
+
+
+def test_reuse_models_builds_one_detector_per_method(slice_dir, tmp_path, monkeypatch):
+    from recbackdoor.defense import defend as defend_module
+
+    built: list[str] = []
+    real = defend_module.build_detector
+
+    def counting(method, *a, **k):
+        built.append(method)
+        return real(method, *a, **k)
+
+    monkeypatch.setattr(defend_module, "build_detector", counting)
+    levels = ("char", "word", "sentence")
+    fresh = run_detect_bench(slice_dir, tmp_path / "a", BenchConfig(methods=("stat",), levels=levels), progress=False)
+    assert built == ["stat"] * 3
+    built.clear()
+    reused = run_detect_bench(slice_dir, tmp_path / "b", BenchConfig(methods=("stat",), levels=levels, reuse_models=True),
+                              progress=False)  # fmt: skip
+    assert built == ["stat"] and any("--reuse-models" in n for n in reused["notes"])
+    strip_t = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "s_per_1k")} for r in rows]  # noqa: E731
+    assert strip_t(fresh["rows"]) == strip_t(reused["rows"])  # same detections either way

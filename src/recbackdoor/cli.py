@@ -319,6 +319,9 @@ def detect_bench_cmd(
     strip_copies: int = typer.Option(8, "--strip-copies", help="STRIP: perturbed copies per prompt."),
     strip_frr: float = typer.Option(0.05, "--strip-frr", help="STRIP: false-rejection rate on clean calibration prompts."),
     strip_max_prompts: Optional[int] = typer.Option(None, "--strip-max-prompts", help="STRIP: at most N prompts per set (CPU budget)."),  # noqa: UP045
+    reuse_models: bool = typer.Option(
+        False, "--reuse-models", help="One detector per method for all cells: titles scored in an earlier cell are not rescored (faster; later cells' seconds count new titles only)."
+    ),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
 ) -> None:
     """Poison a clean dataset with BadRec per policy and level, run every detector on it, and
@@ -333,6 +336,7 @@ def detect_bench_cmd(
         levels=tuple(levels.split(",")), methods=tuple(methods.split(",")), policies=tuple(policy.split(",")),
         ratio=ratio, scanner_dir=scanner, model=parse_models(model), backbone=backbone, seed=seed,
         strip_copies=strip_copies, strip_frr=strip_frr, strip_max_prompts=strip_max_prompts,
+        reuse_models=reuse_models,
     )  # fmt: skip
     report = run_detect_bench(data, out, config, force=force)
     print((Path(out) / "detect_bench.md").read_text(encoding="utf-8"), end="")

@@ -82,6 +82,7 @@ class BenchConfig:
     strip_history_share: float = 0.5
     strip_max_prompts: int | None = None  # evaluated prompts per set (and calibration prompts)
     strip_batch_size: int = 8
+    reuse_models: bool = False  # one detector per method across cells (caches carry over)
     notes: list[str] = field(default_factory=list)
 
     def check(self) -> BenchConfig:
@@ -210,16 +211,19 @@ def bench_title_method(
     config: BenchConfig,
     level: str,
     progress: bool = True,
+    built: tuple[Any, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows for one title detector (three for P-Scanner with channel ablation) on one poisoned
-    dataset: a fresh detector, ``detect`` as ``defend`` runs it, metrics per distinct title."""
+    dataset: a fresh detector (or ``built``, reused from an earlier cell), ``detect`` as
+    ``defend`` runs it, metrics per distinct title."""
     from .defend import build_detector
 
-    model = config.model_for(level) if method == "bki" else None
-    detector, fit_options = build_detector(
-        method, config.backbone, config.scanner_dir if method == "pscanner" else None, config.seed,
-        model_dir=model,
-    )  # fmt: skip
+    if built is None:
+        built = build_detector(
+            method, config.backbone, config.scanner_dir if method == "pscanner" else None, config.seed,
+            model_dir=config.model_for(level) if method == "bki" else None,
+        )  # fmt: skip
+    detector, fit_options = built
     note = ""
     if method == "pscanner":
         note = f"scanner {config.scanner_dir}" if config.scanner_dir else "scanner trained by fit on the poisoned training titles"
@@ -365,6 +369,10 @@ def run_detect_bench(
     if "bki" in config.methods and not config.model:
         notes.append(f"bki read the base backbone {config.backbone or 'smollm2-135m'}: no victim (--model) was given")
     scorers: dict[str, Any] = {}
+    kept: dict[tuple[str, str | None], tuple[Any, dict[str, Any]]] = {}
+    if config.reuse_models:
+        notes.append("--reuse-models: one detector per method for all cells, so a cell's seconds count only the "
+                     "titles no earlier cell scored; the first cell of each detector has the full cost")  # fmt: skip
     rows: list[dict[str, Any]] = []
     for policy in config.policies:
         for level in config.levels:
@@ -392,7 +400,19 @@ def run_detect_bench(
                     new = bench_strip(scorers[model], result.attack_sets, result.dataset.catalog, config,
                                       note=f"victim {model}", progress=progress)  # fmt: skip
                 else:
-                    new = bench_title_method(method, result.dataset, triggered, config, level, progress)
+                    built = None
+                    # a P-Scanner trained by fit on one cell's catalog must not serve another
+                    if config.reuse_models and (method != "pscanner" or config.scanner_dir):
+                        from .defend import build_detector
+
+                        model = config.model_for(level) if method == "bki" else None
+                        if (method, model) not in kept:
+                            kept[(method, model)] = build_detector(
+                                method, config.backbone, config.scanner_dir if method == "pscanner" else None,
+                                config.seed, model_dir=model,
+                            )  # fmt: skip
+                        built = (kept[(method, model)][0], {})
+                    new = bench_title_method(method, result.dataset, triggered, config, level, progress, built)
                 for row in new:
                     row.update(cell)
                     rows.append(row)

