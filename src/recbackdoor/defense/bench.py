@@ -370,9 +370,11 @@ def run_detect_bench(
         notes.append(f"bki read the base backbone {config.backbone or 'smollm2-135m'}: no victim (--model) was given")
     scorers: dict[str, Any] = {}
     kept: dict[tuple[str, str | None], tuple[Any, dict[str, Any]]] = {}
+    shared_lms: dict[str, Any] = {}
     if config.reuse_models:
-        notes.append("--reuse-models: one detector per method for all cells, so a cell's seconds count only the "
-                     "titles no earlier cell scored; the first cell of each detector has the full cost")  # fmt: skip
+        notes.append("--reuse-models: one detector per method for all cells (onion and a bki without a victim share "
+                     "one LM), so a cell's seconds count only the titles no earlier cell or detector scored; the first "
+                     "cell of each detector has the full cost (bki's then is in onion's)")  # fmt: skip
     rows: list[dict[str, Any]] = []
     for policy in config.policies:
         for level in config.levels:
@@ -411,6 +413,7 @@ def run_detect_bench(
                                 method, config.backbone, config.scanner_dir if method == "pscanner" else None,
                                 config.seed, model_dir=model,
                             )  # fmt: skip
+                            _share_title_lm(kept[(method, model)][0], method, model, shared_lms)
                         built = (kept[(method, model)][0], {})
                     new = bench_title_method(method, result.dataset, triggered, config, level, progress, built)
                 for row in new:
@@ -425,6 +428,18 @@ def run_detect_bench(
         write_json(tmp / "detect_bench.json", report)
         (tmp / "detect_bench.md").write_text(render_markdown(report), encoding="utf-8")
     return report
+
+
+def _share_title_lm(detector: Any, method: str, model: str | None, shared: dict[str, Any]) -> None:
+    """With ``reuse_models``: ONION and a BKI without a victim read the same base backbone, so
+    they share one ``TitleLM`` (one forward pass gives both the NLL and the embedding)."""
+    if method not in ("onion", "bki") or model is not None:
+        return
+    key = str(detector.backbone)
+    if key in shared:
+        detector._lm = shared[key]
+    else:
+        shared[key] = detector.lm
 
 
 # --------------------------------------------------------------------------- rendering
