@@ -15,14 +15,16 @@ byte-identical files.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
 from ..io_utils import atomic_output_dir, read_json, write_json
-from .types import SPLITS, Catalog, Sample, SplitDataset
+from .types import SPLITS, Catalog, Sample, SampleBlock, SplitDataset
 
 FORMAT_VERSION = 1
 
@@ -54,7 +56,24 @@ def _catalog_table(catalog: Catalog) -> pa.Table:
     return pa.table(cols)
 
 
-def _samples_table(samples: tuple[Sample, ...]) -> pa.Table:
+def _samples_table(samples: Sequence[Sample]) -> pa.Table:
+    if isinstance(samples, SampleBlock):  # the same table, from the columns
+        k = samples.candidates.shape[1]
+        return pa.table(
+            {
+                "user": pa.array(samples.user, pa.int64()),
+                "history": pa.ListArray.from_arrays(
+                    pa.array(samples.history_offsets, pa.int32()),
+                    pa.array(samples.history_values, pa.int32()),
+                ),
+                "candidates": pa.ListArray.from_arrays(
+                    pa.array(np.arange(0, len(samples) * k + 1, k), pa.int32()),
+                    pa.array(samples.candidates.reshape(-1), pa.int32()),
+                ),
+                "target": pa.array(samples.target, pa.int32()),
+            },
+            schema=_SAMPLE_SCHEMA,
+        )
     return pa.table(
         {
             "user": [s.user for s in samples],

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import DataError
-from .types import Sample
+from .types import SampleBlock
 
 MAX_HISTORY = 10
 MIN_HISTORY = 3
@@ -63,6 +63,189 @@ def draw_candidates(
     return tuple(chosen)
 
 
+def draw_candidates_batch(
+    rng: np.random.Generator,
+    n_items: int,
+    targets: Sequence[int],
+    histories: Sequence[Sequence[int]],
+    n_candidates: int = N_CANDIDATES,
+) -> list[tuple[int, ...]]:
+    """:func:`draw_candidates` for many samples in order, vectorised: the same candidates and
+    the same ``rng`` state afterwards as calling it once per sample (see :func:`_draw_block`)."""
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    values = np.fromiter(
+        (i for h in histories for i in h), dtype=np.int64, count=int(lengths.sum())
+    )
+    offsets = np.concatenate(([0], np.cumsum(lengths)))
+    out = _draw_block(rng, n_items, np.asarray(targets, dtype=np.int64), values, offsets, n_candidates)
+    return list(map(tuple, out.tolist()))
+
+
+def _draw_block(
+    rng: np.random.Generator,
+    n_items: int,
+    targets: np.ndarray,
+    history_values: np.ndarray,
+    history_offsets: np.ndarray,
+    n_candidates: int,
+) -> np.ndarray:
+    """Candidates (n x ``n_candidates``) of samples given as columns, as drawn one by one.
+
+    ``Generator.integers`` draws every bounded integer below 2**32 from the bit generator's
+    32-bit stream by Lemire's method (one word each, more only on a rare rejection), so this
+    reads that stream as raw words and replays the method: a sample takes ``2 * need`` words
+    for its block plus one for the target's position; a sample with a rejection, or whose block
+    leaves fewer than ``need`` fresh items, is replayed word by word.
+    """
+    need = n_candidates - 1
+    count = len(targets)
+    lengths = np.diff(history_offsets)
+    widest = int(lengths.max(initial=0))
+    if need < 1 or n_items >= 2**31 or n_items - (widest + 1) < need or count == 0:
+        # a tiny catalog (a sample may not fit: the error must come at the same sample), odd sizes
+        histories = np.split(history_values, history_offsets[1:-1]) if count else []
+        drawn = [
+            draw_candidates(rng, n_items, int(t), h.tolist(), n_candidates)
+            for t, h in zip(targets.tolist(), histories, strict=True)
+        ]
+        return np.array(drawn, dtype=np.int64).reshape(count, n_candidates)
+    banned = np.full((count, widest + 1), -1, dtype=np.int64)
+    banned[:, 0] = targets
+    rows = np.repeat(np.arange(count), lengths)
+    banned[rows, 1 + np.arange(len(history_values)) - history_offsets[rows]] = history_values
+    words = _WordStream(rng)
+    block = 2 * need
+    per_sample = block + 1
+    out = np.empty((count, n_candidates), dtype=np.int64)
+    row, size = 0, _CHUNK
+    while row < count:
+        rows = min(count - row, size)
+        u = words.peek(rows * per_sample).reshape(rows, per_sample)
+        values, ok = _lemire(u[:, :block], n_items)
+        position, ok_pos = _lemire(u[:, block], n_candidates)
+        chosen, enough = _first_fresh(values, banned[row : row + rows], need)
+        regular = ok.all(axis=1) & ok_pos & enough
+        good = rows if regular.all() else int(np.argmin(regular))
+        # irregular samples are rare with a real catalog; where they are not, read less ahead
+        size = min(_CHUNK, 2 * size) if good == rows else min(_CHUNK, 2 * good + 16)
+        if good:
+            out[row : row + good] = _insert(chosen[:good], position[:good], banned[row : row + good, 0])
+            words.consume(good * per_sample)
+            row += good
+        if row < count and good < rows:
+            history = banned[row, 1:]
+            out[row] = _draw_one(words, n_items, int(banned[row, 0]), history[history >= 0], need)
+            row += 1
+    words.settle()
+    return out
+
+
+_CHUNK = 65536
+_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+class _WordStream:
+    """The 32-bit words ``rng`` would hand to ``integers``, read ahead from the generator in
+    blocks; :meth:`settle` leaves the generator exactly past the words consumed."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.state = rng.bit_generator.state  # before the latest read-ahead
+        self.buffer = np.empty(0, dtype=np.uint64)
+        self.used = 0  # words of buffer consumed
+        self.carried = 0  # words of buffer read before the latest read-ahead
+
+    def peek(self, n: int) -> np.ndarray:
+        if self.used + n > len(self.buffer):
+            self.state = self.rng.bit_generator.state
+            # with a bound of 2**32, integers returns the generator's 32-bit words as they are
+            fresh = self.rng.integers(0, 2**32, size=max(n, 4 * _CHUNK), dtype=np.uint64)
+            self.buffer = np.concatenate((self.buffer[self.used :], fresh))
+            self.carried = len(self.buffer) - len(fresh)
+            self.used = 0
+        return self.buffer[self.used : self.used + n]
+
+    def consume(self, n: int) -> None:
+        self.used += n
+
+    def next(self) -> int:
+        word = int(self.peek(1)[0])
+        self.used += 1
+        return word
+
+    def settle(self) -> None:
+        """Rewind to before the latest read-ahead and draw again only the words used from it
+        (every sample takes at least the words a read-ahead was sized for, so none of the
+        carried words are left unused)."""
+        assert self.used >= self.carried
+        self.rng.bit_generator.state = self.state
+        if self.used > self.carried:
+            self.rng.integers(0, 2**32, size=self.used - self.carried, dtype=np.uint64)
+
+
+def _lemire(words: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
+    """``integers(0, bound)`` of each word, and whether it was accepted without a redraw."""
+    m = words * np.uint64(bound)
+    threshold = (2**32 - bound) % bound
+    return (m >> np.uint64(32)).astype(np.int64), (m & _MASK32) >= threshold
+
+
+def _first_fresh(values: np.ndarray, banned: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the first ``need`` values not banned and not seen earlier in the row."""
+    rows, width = values.shape
+    scale = width + 1
+    keys = np.concatenate((banned * scale, values * scale + np.arange(1, scale)), axis=1)
+    keys.sort(axis=1)
+    value = keys // scale
+    repeat = np.zeros(keys.shape, dtype=bool)
+    repeat[:, 1:] = value[:, 1:] == value[:, :-1]
+    column = keys % scale  # 0: banned, j + 1: values[:, j]
+    fresh = np.zeros((rows, scale), dtype=bool)
+    np.put_along_axis(fresh, column, ~repeat & (value >= 0), axis=1)
+    fresh = fresh[:, 1:]
+    rank = np.cumsum(fresh, axis=1)
+    enough = rank[:, -1] >= need
+    take = fresh & (rank <= need)
+    chosen = np.zeros((rows, need), dtype=np.int64)
+    chosen[enough] = values[enough][take[enough]].reshape(-1, need)
+    return chosen, enough
+
+
+def _insert(chosen: np.ndarray, position: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """``chosen.insert(position, target)`` per row."""
+    rows, need = chosen.shape
+    column = np.arange(need + 1)
+    source = np.where(column < position[:, None], column, column - 1).clip(0, need - 1)
+    out = np.take_along_axis(chosen, source, axis=1)
+    at = column == position[:, None]
+    out[at] = target
+    return out
+
+
+def _draw_one(words: _WordStream, n_items: int, target: int, history: np.ndarray, need: int) -> list[int]:
+    """One sample replayed word by word (what :func:`draw_candidates` does with the generator)."""
+
+    def bounded(bound: int) -> int:
+        m = words.next() * bound
+        if (m & 0xFFFFFFFF) < bound:
+            threshold = (2**32 - bound) % bound
+            while (m & 0xFFFFFFFF) < threshold:
+                m = words.next() * bound
+        return m >> 32
+
+    seen = {int(i) for i in history} | {target}
+    chosen: list[int] = []
+    while len(chosen) < need:
+        for item in [bounded(n_items) for _ in range(2 * need)]:
+            if item not in seen:
+                seen.add(item)
+                chosen.append(item)
+                if len(chosen) == need:
+                    break
+    chosen.insert(bounded(need + 1), target)
+    return chosen
+
+
 def split_users(users: Sequence[int], seed: int, ratio: tuple[int, int, int] = (8, 1, 1)) -> dict[str, list[int]]:
     """Seeded shuffle of ``users`` cut into train/valid/test by ``ratio``."""
     order = sorted(users)
@@ -83,24 +266,60 @@ def build_samples(
     n_items: int,
     seed: int,
     options: SampleOptions = SampleOptions(),
-) -> dict[str, tuple[Sample, ...]]:
-    """Build train/valid/test samples from per-user item sequences (time order)."""
+) -> dict[str, SampleBlock]:
+    """Build train/valid/test samples from per-user item sequences (time order).
+
+    Sample order: users ascending, a user's samples by position; candidates are drawn from one
+    random stream over train, valid, test in that order.
+    """
     rng = np.random.default_rng([seed, 1])
     groups = split_users(list(sequences), seed, options.split_ratio)
-    out: dict[str, tuple[Sample, ...]] = {}
-    for split, users in groups.items():
-        samples: list[Sample] = []
-        for user in users:
-            seq = list(sequences[user])
-            positions = range(options.min_history, len(seq)) if split == "train" else [len(seq) - 1]
-            for i in positions:
-                history = tuple(seq[max(0, i - options.max_history) : i])
-                if len(history) < options.min_history:
-                    continue
-                candidates = draw_candidates(rng, n_items, seq[i], history, options.n_candidates)
-                samples.append(Sample(user, history, candidates, seq[i]))
-        out[split] = tuple(samples)
+    parts = {
+        split: _positions(sequences, users, split == "train", options)
+        for split, users in groups.items()
+    }
+    targets = np.concatenate([p[3] for p in parts.values()])
+    lengths = np.concatenate([np.diff(p[2]) for p in parts.values()])
+    values = np.concatenate([p[1] for p in parts.values()])
+    candidates = _draw_block(
+        rng, n_items, targets, values, np.concatenate(([0], np.cumsum(lengths))), options.n_candidates
+    )
+    out, start = {}, 0
+    for split, (user, history_values, history_offsets, target) in parts.items():
+        end = start + len(target)
+        out[split] = SampleBlock(user, history_values, history_offsets, candidates[start:end], target)
+        start = end
     return out
+
+
+def _positions(
+    sequences: Mapping[int, Sequence[int]], users: Sequence[int], train: bool, options: SampleOptions
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(user, history values, history offsets, target) of the samples of ``users``: every
+    position from ``min_history`` on for training users, the last one otherwise."""
+    seqs = [sequences[u] for u in users]
+    lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
+    flat = np.fromiter(
+        (i for s in seqs for i in s), dtype=np.int64, count=int(lengths.sum())
+    )
+    starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
+    if train:
+        per_user = np.maximum(lengths - options.min_history, 0)
+        owner = np.repeat(np.arange(len(seqs)), per_user)
+        first = np.concatenate(([0], np.cumsum(per_user)[:-1])).astype(np.int64)
+        position = options.min_history + np.arange(len(owner)) - first[owner]
+    else:
+        owner = np.arange(len(seqs))
+        position = lengths - 1
+    hist_len = np.minimum(position, options.max_history)
+    keep = hist_len >= options.min_history
+    owner, position, hist_len = owner[keep], position[keep], hist_len[keep]
+    target_at = starts[owner] + position
+    offsets = np.concatenate(([0], np.cumsum(hist_len))).astype(np.int64)
+    sample_of = np.repeat(np.arange(len(owner)), hist_len)
+    history = flat[target_at[sample_of] - hist_len[sample_of] + np.arange(offsets[-1]) - offsets[sample_of]]
+    user = np.asarray(users, dtype=np.int64)[owner] if len(owner) else np.zeros(0, dtype=np.int64)
+    return user, history, offsets, flat[target_at]
 
 
 def with_fixed_candidates(
@@ -109,14 +328,18 @@ def with_fixed_candidates(
     seed: int,
     n_candidates: int = N_CANDIDATES,
     stream: int = 0,
-) -> tuple[Sample, ...]:
+) -> SampleBlock:
     """Samples from given (user, history, target) rows, adding seeded candidates only.
 
     Used for LLaRA's own splits: their histories and targets are kept as they are. ``stream``
     separates the random streams of the splits (call with 0, 1, 2 for train, valid, test).
     """
     rng = np.random.default_rng([seed, 2, stream])
-    return tuple(
-        Sample(user, tuple(history), draw_candidates(rng, n_items, target, history, n_candidates), target)
-        for user, history, target in rows
-    )
+    rows = list(rows)
+    lengths = np.fromiter((len(h) for _, h, _ in rows), dtype=np.int64, count=len(rows))
+    values = np.fromiter((i for _, h, _ in rows for i in h), dtype=np.int64, count=int(lengths.sum()))
+    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    targets = np.fromiter((t for _, _, t in rows), dtype=np.int64, count=len(rows))
+    users = np.fromiter((u for u, _, _ in rows), dtype=np.int64, count=len(rows))
+    candidates = _draw_block(rng, n_items, targets, values, offsets, n_candidates)
+    return SampleBlock(users, values, offsets, candidates, targets)

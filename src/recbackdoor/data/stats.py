@@ -2,23 +2,31 @@
 
 from __future__ import annotations
 
-from collections import Counter
+from collections.abc import Sequence
 from typing import Any
 
-from .types import SPLITS, SplitDataset
+import numpy as np
+
+from .types import SPLITS, Sample, SampleBlock, SplitDataset, users_and_history_lengths
 
 
 def dataset_stats(ds: SplitDataset) -> dict[str, Any]:
     """Users, items, samples per split and history-length histograms (JSON-friendly)."""
-    users = {split: {s.user for s in ds.split(split)} for split in SPLITS}
-    all_users = set().union(*users.values())
-    histograms = {
-        split: {
-            str(k): v for k, v in sorted(Counter(len(s.history) for s in ds.split(split)).items())
-        }
-        for split in SPLITS
-    }
-    used = {i for split in SPLITS for s in ds.split(split) for i in (*s.history, s.target)}
+    columns = {split: users_and_history_lengths(ds.split(split)) for split in SPLITS}
+    users = {split: np.unique(columns[split][0]) for split in SPLITS}
+    all_users = np.unique(np.concatenate(list(users.values())))
+    histograms = {}
+    for split in SPLITS:
+        lengths, counts = np.unique(columns[split][1], return_counts=True)
+        histograms[split] = {str(k): v for k, v in zip(lengths.tolist(), counts.tolist(), strict=True)}
+    used = np.unique(np.concatenate([_items(ds.split(split)) for split in SPLITS]))
+    widths = set()
+    for split in SPLITS:
+        samples = ds.split(split)
+        if isinstance(samples, SampleBlock):
+            widths |= {samples.candidates.shape[1]} if len(samples) else set()
+        else:
+            widths |= {len(s.candidates) for s in samples}
     return {
         "dataset": ds.name,
         "domain": ds.catalog.domain,
@@ -27,10 +35,19 @@ def dataset_stats(ds: SplitDataset) -> dict[str, Any]:
         "users": len(all_users),
         "users_per_split": {split: len(users[split]) for split in SPLITS},
         "samples": {split: len(ds.split(split)) for split in SPLITS},
-        "candidates_per_sample": sorted({len(s.candidates) for sp in SPLITS for s in ds.split(sp)}),
+        "candidates_per_sample": sorted(widths),
         "history_length": histograms,
         "seed": ds.manifest.get("seed"),
     }
+
+
+def _items(samples: Sequence[Sample]) -> np.ndarray:
+    """Every history item and target of the samples (with repeats)."""
+    if isinstance(samples, SampleBlock):
+        return np.concatenate((samples.history_values, samples.target))
+    return np.fromiter(
+        (i for s in samples for i in (*s.history, s.target)), dtype=np.int64
+    )
 
 
 def render_stats(stats: dict[str, Any]) -> str:

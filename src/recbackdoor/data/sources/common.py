@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from ...errors import DataError
@@ -115,15 +116,17 @@ def build_interactions(
 ) -> Interactions:
     """Interactions from parsed columns ``user``, ``item`` (source ids), ``timestamp``
     [``rating``]; an item id missing from the catalog is an error naming the line."""
-    items = []
-    for item, line in zip(table["item"], table["_line"], strict=True):
-        dense = item_index.get(item)
-        if dense is None:
-            raise DataError(
-                f"{label} line {line}: item id {item} is not in {catalog_label}; "
-                "are the two files from the same dataset?"
-            )
-        items.append(dense)
+    source_items = table["item"]
+    keys = list(item_index)
+    position = pd.Index(keys).get_indexer(np.asarray(source_items)) if keys else None
+    missing = np.flatnonzero(position < 0) if position is not None else range(len(source_items))
+    if len(missing):
+        row = int(missing[0])
+        raise DataError(
+            f"{label} line {table['_line'][row]}: item id {source_items[row]} is not in "
+            f"{catalog_label}; are the two files from the same dataset?"
+        )
+    items = np.fromiter(item_index.values(), dtype=np.int64, count=len(keys))[position]
     frame = pd.DataFrame(
         {"user": table["user"], "item": items, "timestamp": table["timestamp"]}, dtype="int64"
     )
