@@ -63,8 +63,8 @@ def _samples_table(samples: Sequence[Sample]) -> pa.Table:
             {
                 "user": pa.array(samples.user, pa.int64()),
                 "history": pa.ListArray.from_arrays(
-                    pa.array(samples.history_offsets, pa.int32()),
-                    pa.array(samples.history_values, pa.int32()),
+                    pa.array(np.concatenate(([0], np.cumsum(samples.history_lengths))), pa.int32()),
+                    pa.array(samples.history_values(), pa.int32()),
                 ),
                 "candidates": pa.ListArray.from_arrays(
                     pa.array(np.arange(0, len(samples) * k + 1, k), pa.int32()),

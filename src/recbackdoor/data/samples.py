@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 import numpy as np
 
@@ -72,24 +73,30 @@ def draw_candidates_batch(
 ) -> list[tuple[int, ...]]:
     """:func:`draw_candidates` for many samples in order, vectorised: the same candidates and
     the same ``rng`` state afterwards as calling it once per sample (see :func:`_draw_block`)."""
-    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
-    values = np.fromiter(
-        (i for h in histories for i in h), dtype=np.int64, count=int(lengths.sum())
-    )
-    offsets = np.concatenate(([0], np.cumsum(lengths)))
-    out = _draw_block(rng, n_items, np.asarray(targets, dtype=np.int64), values, offsets, n_candidates)
+    padded, _ = _pad(histories)
+    out = _draw_block(rng, n_items, np.asarray(targets, dtype=np.int64), padded, n_candidates)
     return list(map(tuple, out.tolist()))
+
+
+def _pad(histories: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(histories as an n x width int64 matrix padded with -1, their lengths)."""
+    lengths = np.fromiter((len(h) for h in histories), dtype=np.int64, count=len(histories))
+    padded = np.full((len(histories), int(lengths.max(initial=0))), -1, dtype=np.int64)
+    padded[np.arange(padded.shape[1]) < lengths[:, None]] = np.fromiter(
+        chain.from_iterable(histories), dtype=np.int64, count=int(lengths.sum())
+    )
+    return padded, lengths
 
 
 def _draw_block(
     rng: np.random.Generator,
     n_items: int,
     targets: np.ndarray,
-    history_values: np.ndarray,
-    history_offsets: np.ndarray,
+    histories: np.ndarray,
     n_candidates: int,
 ) -> np.ndarray:
-    """Candidates (n x ``n_candidates``) of samples given as columns, as drawn one by one.
+    """Candidates (n x ``n_candidates``) of samples given as columns (``histories`` padded with
+    -1), exactly as :func:`draw_candidates` draws them one sample after the other.
 
     ``Generator.integers`` draws every bounded integer below 2**32 from the bit generator's
     32-bit stream by Lemire's method (one word each, more only on a rare rejection), so this
@@ -99,37 +106,47 @@ def _draw_block(
     """
     need = n_candidates - 1
     count = len(targets)
-    lengths = np.diff(history_offsets)
-    widest = int(lengths.max(initial=0))
-    if need < 1 or n_items >= 2**31 or n_items - (widest + 1) < need or count == 0:
+    if (
+        need < 1
+        or 2 * need >= _COLUMNS
+        or n_items >= 2**31
+        or n_items - (histories.shape[1] + 1) < need
+        or count == 0
+    ):
         # a tiny catalog (a sample may not fit: the error must come at the same sample), odd sizes
-        histories = np.split(history_values, history_offsets[1:-1]) if count else []
         drawn = [
-            draw_candidates(rng, n_items, int(t), h.tolist(), n_candidates)
-            for t, h in zip(targets.tolist(), histories, strict=True)
+            draw_candidates(rng, n_items, t, [i for i in h if i >= 0], n_candidates)
+            for t, h in zip(targets.tolist(), histories.tolist(), strict=True)
         ]
         return np.array(drawn, dtype=np.int64).reshape(count, n_candidates)
-    banned = np.full((count, widest + 1), -1, dtype=np.int64)
-    banned[:, 0] = targets
-    rows = np.repeat(np.arange(count), lengths)
-    banned[rows, 1 + np.arange(len(history_values)) - history_offsets[rows]] = history_values
+    banned = np.concatenate((targets[:, None], histories), axis=1)
     words = _WordStream(rng)
     block = 2 * need
     per_sample = block + 1
+    head = min(block, need + 2)  # nearly every row finds its items among the first few draws
+    limit_n, limit_c = (2**32 - n_items) % n_items, (2**32 - n_candidates) % n_candidates
     out = np.empty((count, n_candidates), dtype=np.int64)
     row, size = 0, _CHUNK
     while row < count:
         rows = min(count - row, size)
         u = words.peek(rows * per_sample).reshape(rows, per_sample)
-        values, ok = _lemire(u[:, :block], n_items)
-        position, ok_pos = _lemire(u[:, block], n_candidates)
-        chosen, enough = _first_fresh(values, banned[row : row + rows], need)
-        regular = ok.all(axis=1) & ok_pos & enough
+        m = u[:, :block] * np.uint64(n_items)
+        ok = ((m & _MASK32) >= limit_n).all(axis=1)
+        m_pos = u[:, block] * np.uint64(n_candidates)
+        ok &= (m_pos & _MASK32) >= limit_c
+        values = (m >> np.uint64(32)).astype(np.int64)
+        chunk_banned = banned[row : row + rows]
+        chosen, enough = _first_fresh(values[:, :head], chunk_banned, need)
+        short = np.flatnonzero(~enough)
+        if len(short):
+            chosen[short], enough[short] = _first_fresh(values[short], chunk_banned[short], need)
+        regular = ok & enough
         good = rows if regular.all() else int(np.argmin(regular))
         # irregular samples are rare with a real catalog; where they are not, read less ahead
         size = min(_CHUNK, 2 * size) if good == rows else min(_CHUNK, 2 * good + 16)
         if good:
-            out[row : row + good] = _insert(chosen[:good], position[:good], banned[row : row + good, 0])
+            position = (m_pos[:good] >> np.uint64(32)).astype(np.int64)
+            out[row : row + good] = _insert(chosen[:good], position, chunk_banned[:good, 0])
             words.consume(good * per_sample)
             row += good
         if row < count and good < rows:
@@ -140,7 +157,9 @@ def _draw_block(
     return out
 
 
-_CHUNK = 65536
+_CHUNK = 8192
+_SHIFT = 6
+_COLUMNS = 1 << _SHIFT  # room for a block of up to 63 draws (n_candidates <= 32)
 _MASK32 = np.uint64(0xFFFFFFFF)
 
 
@@ -183,41 +202,36 @@ class _WordStream:
             self.rng.integers(0, 2**32, size=self.used - self.carried, dtype=np.uint64)
 
 
-def _lemire(words: np.ndarray, bound: int) -> tuple[np.ndarray, np.ndarray]:
-    """``integers(0, bound)`` of each word, and whether it was accepted without a redraw."""
-    m = words * np.uint64(bound)
-    threshold = (2**32 - bound) % bound
-    return (m >> np.uint64(32)).astype(np.int64), (m & _MASK32) >= threshold
-
-
 def _first_fresh(values: np.ndarray, banned: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per row, the first ``need`` values not banned and not seen earlier in the row."""
-    rows, width = values.shape
-    scale = width + 1
-    keys = np.concatenate((banned * scale, values * scale + np.arange(1, scale)), axis=1)
+    """Per row, the first ``need`` values (in column order) that are neither banned nor seen
+    earlier in the row, and whether the row has that many."""
+    width = values.shape[1]
+    assert width < _COLUMNS
+    largest = max(int(values.max(initial=0)), int(banned.max(initial=0)))
+    dtype = np.int32 if (largest + 1) * _COLUMNS < 2**31 else np.int64
+    # key = value * 64 + column (0 for banned items, j + 1 for values[:, j]): sorted, a value's
+    # banned copy and first drawing come first and every later copy follows its equal
+    keys = np.empty((len(values), banned.shape[1] + width), dtype=dtype)
+    keys[:, : banned.shape[1]] = banned << _SHIFT
+    keys[:, banned.shape[1] :] = (values << _SHIFT) | np.arange(1, width + 1)
     keys.sort(axis=1)
-    value = keys // scale
-    repeat = np.zeros(keys.shape, dtype=bool)
-    repeat[:, 1:] = value[:, 1:] == value[:, :-1]
-    column = keys % scale  # 0: banned, j + 1: values[:, j]
-    fresh = np.zeros((rows, scale), dtype=bool)
-    np.put_along_axis(fresh, column, ~repeat & (value >= 0), axis=1)
-    fresh = fresh[:, 1:]
-    rank = np.cumsum(fresh, axis=1)
-    enough = rank[:, -1] >= need
-    take = fresh & (rank <= need)
-    chosen = np.zeros((rows, need), dtype=np.int64)
-    chosen[enough] = values[enough][take[enough]].reshape(-1, need)
-    return chosen, enough
+    column = (keys & (_COLUMNS - 1)).astype(np.int8)
+    repeat = (keys[:, 1:] >> _SHIFT) == (keys[:, :-1] >> _SHIFT)
+    column[:, 1:][repeat] = 0
+    column[column == 0] = _COLUMNS  # not fresh: sorts last
+    column.sort(axis=1)  # the fresh columns in column order
+    first = column[:, :need].astype(np.intp) - 1
+    enough = column[:, need - 1] != _COLUMNS
+    first[~enough] = 0
+    return np.take_along_axis(values, first, axis=1), enough
 
 
 def _insert(chosen: np.ndarray, position: np.ndarray, target: np.ndarray) -> np.ndarray:
     """``chosen.insert(position, target)`` per row."""
     rows, need = chosen.shape
-    column = np.arange(need + 1)
-    source = np.where(column < position[:, None], column, column - 1).clip(0, need - 1)
-    out = np.take_along_axis(chosen, source, axis=1)
-    at = column == position[:, None]
+    at = np.arange(need + 1) == position[:, None]
+    out = np.empty((rows, need + 1), dtype=chosen.dtype)
+    out[~at] = chosen.reshape(-1)  # row-major: each row's items keep their order
     out[at] = target
     return out
 
@@ -278,16 +292,17 @@ def build_samples(
         split: _positions(sequences, users, split == "train", options)
         for split, users in groups.items()
     }
-    targets = np.concatenate([p[3] for p in parts.values()])
-    lengths = np.concatenate([np.diff(p[2]) for p in parts.values()])
-    values = np.concatenate([p[1] for p in parts.values()])
     candidates = _draw_block(
-        rng, n_items, targets, values, np.concatenate(([0], np.cumsum(lengths))), options.n_candidates
+        rng,
+        n_items,
+        np.concatenate([p[3] for p in parts.values()]),
+        np.concatenate([p[1] for p in parts.values()]),
+        options.n_candidates,
     )
     out, start = {}, 0
-    for split, (user, history_values, history_offsets, target) in parts.items():
+    for split, (user, history, lengths, target) in parts.items():
         end = start + len(target)
-        out[split] = SampleBlock(user, history_values, history_offsets, candidates[start:end], target)
+        out[split] = SampleBlock(user, history, lengths, candidates[start:end], target)
         start = end
     return out
 
@@ -295,13 +310,11 @@ def build_samples(
 def _positions(
     sequences: Mapping[int, Sequence[int]], users: Sequence[int], train: bool, options: SampleOptions
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(user, history values, history offsets, target) of the samples of ``users``: every
+    """(user, padded history, history length, target) of the samples of ``users``: every
     position from ``min_history`` on for training users, the last one otherwise."""
     seqs = [sequences[u] for u in users]
     lengths = np.fromiter((len(s) for s in seqs), dtype=np.int64, count=len(seqs))
-    flat = np.fromiter(
-        (i for s in seqs for i in s), dtype=np.int64, count=int(lengths.sum())
-    )
+    flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1])).astype(np.int64)
     if train:
         per_user = np.maximum(lengths - options.min_history, 0)
@@ -315,11 +328,12 @@ def _positions(
     keep = hist_len >= options.min_history
     owner, position, hist_len = owner[keep], position[keep], hist_len[keep]
     target_at = starts[owner] + position
-    offsets = np.concatenate(([0], np.cumsum(hist_len))).astype(np.int64)
-    sample_of = np.repeat(np.arange(len(owner)), hist_len)
-    history = flat[target_at[sample_of] - hist_len[sample_of] + np.arange(offsets[-1]) - offsets[sample_of]]
+    history = np.full((len(owner), options.max_history), -1, dtype=np.int64)
+    for k in range(options.max_history):
+        has = np.flatnonzero(hist_len > k)
+        history[has, k] = flat[target_at[has] - hist_len[has] + k]
     user = np.asarray(users, dtype=np.int64)[owner] if len(owner) else np.zeros(0, dtype=np.int64)
-    return user, history, offsets, flat[target_at]
+    return user, history, hist_len, flat[target_at]
 
 
 def with_fixed_candidates(
@@ -336,10 +350,8 @@ def with_fixed_candidates(
     """
     rng = np.random.default_rng([seed, 2, stream])
     rows = list(rows)
-    lengths = np.fromiter((len(h) for _, h, _ in rows), dtype=np.int64, count=len(rows))
-    values = np.fromiter((i for _, h, _ in rows for i in h), dtype=np.int64, count=int(lengths.sum()))
-    offsets = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    history, lengths = _pad([h for _, h, _ in rows])
     targets = np.fromiter((t for _, _, t in rows), dtype=np.int64, count=len(rows))
     users = np.fromiter((u for u, _, _ in rows), dtype=np.int64, count=len(rows))
-    candidates = _draw_block(rng, n_items, targets, values, offsets, n_candidates)
-    return SampleBlock(users, values, offsets, candidates, targets)
+    candidates = _draw_block(rng, n_items, targets, history, n_candidates)
+    return SampleBlock(users, history, lengths, candidates, targets)

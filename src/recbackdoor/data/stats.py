@@ -13,13 +13,13 @@ from .types import SPLITS, Sample, SampleBlock, SplitDataset, users_and_history_
 def dataset_stats(ds: SplitDataset) -> dict[str, Any]:
     """Users, items, samples per split and history-length histograms (JSON-friendly)."""
     columns = {split: users_and_history_lengths(ds.split(split)) for split in SPLITS}
-    users = {split: np.unique(columns[split][0]) for split in SPLITS}
-    all_users = np.unique(np.concatenate(list(users.values())))
+    users = {split: _distinct(columns[split][0]) for split in SPLITS}
+    all_users = _distinct(np.concatenate(list(users.values())))
     histograms = {}
     for split in SPLITS:
-        lengths, counts = np.unique(columns[split][1], return_counts=True)
-        histograms[split] = {str(k): v for k, v in zip(lengths.tolist(), counts.tolist(), strict=True)}
-    used = np.unique(np.concatenate([_items(ds.split(split)) for split in SPLITS]))
+        counts = np.bincount(columns[split][1])
+        histograms[split] = {str(k): int(counts[k]) for k in np.flatnonzero(counts).tolist()}
+    used = _distinct(np.concatenate([_items(ds.split(split)) for split in SPLITS]))
     widths = set()
     for split in SPLITS:
         samples = ds.split(split)
@@ -41,10 +41,17 @@ def dataset_stats(ds: SplitDataset) -> dict[str, Any]:
     }
 
 
+def _distinct(ids: np.ndarray) -> np.ndarray:
+    """The distinct ids (counted through a bincount when they are small non-negative ints)."""
+    if len(ids) and ids.min() >= 0 and ids.max() < 4 * len(ids) + 1_000_000:
+        return np.flatnonzero(np.bincount(ids))
+    return np.unique(ids)
+
+
 def _items(samples: Sequence[Sample]) -> np.ndarray:
     """Every history item and target of the samples (with repeats)."""
     if isinstance(samples, SampleBlock):
-        return np.concatenate((samples.history_values, samples.target))
+        return np.concatenate((samples.history_values(), samples.target))
     return np.fromiter(
         (i for s in samples for i in (*s.history, s.target)), dtype=np.int64
     )

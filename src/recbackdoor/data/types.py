@@ -131,47 +131,46 @@ class SampleBlock(Sequence[Sample]):
     than everything else, while writing the files, the manifest counts and the statistics need
     only the columns. Anything else (indexing, iterating, ``==``, ``+``) sees the same samples
     as the tuple :meth:`as_tuple` (built once, then kept); a slice is a tuple, pickling gives a
-    tuple. Columns: ``user`` (n), ``history_values`` + ``history_offsets`` (n + 1; sample k's
-    history is ``history_values[offsets[k]:offsets[k + 1]]``), ``candidates`` (n x k), ``target``.
+    tuple. Columns: ``user`` (n), ``history`` (n x width, sample k's history is
+    ``history[k, :history_lengths[k]]``, the rest is padding), ``candidates`` (n x k), ``target``.
     """
 
-    __slots__ = ("user", "history_values", "history_offsets", "candidates", "target", "_tuple")
+    __slots__ = ("user", "history", "history_lengths", "candidates", "target", "_tuple")
 
     def __init__(
         self,
         user: np.ndarray,
-        history_values: np.ndarray,
-        history_offsets: np.ndarray,
+        history: np.ndarray,
+        history_lengths: np.ndarray,
         candidates: np.ndarray,
         target: np.ndarray,
     ) -> None:
         n = len(target)
-        if len(user) != n or len(candidates) != n or len(history_offsets) != n + 1:
+        if not len(user) == len(history) == len(history_lengths) == len(candidates) == n:
             raise ValueError("SampleBlock columns differ in length")
         self.user, self.target = user, target
-        self.history_values, self.history_offsets = history_values, history_offsets
+        self.history, self.history_lengths = history, history_lengths
         self.candidates = candidates
         self._tuple: tuple[Sample, ...] | None = None
 
+    def history_values(self) -> np.ndarray:
+        """Every history, concatenated in order."""
+        return self.history[np.arange(self.history.shape[1]) < self.history_lengths[:, None]]
+
     def as_tuple(self) -> tuple[Sample, ...]:
         if self._tuple is None:
-            values = self.history_values.tolist()
-            offsets = self.history_offsets.tolist()
             self._tuple = tuple(
-                Sample(u, tuple(values[a:b]), tuple(c), t)
-                for u, a, b, c, t in zip(
+                Sample(u, tuple(h[:k]), tuple(c), t)
+                for u, h, k, c, t in zip(
                     self.user.tolist(),
-                    offsets[:-1],
-                    offsets[1:],
+                    self.history.tolist(),
+                    self.history_lengths.tolist(),
                     self.candidates.tolist(),
                     self.target.tolist(),
                     strict=True,
                 )
             )
         return self._tuple
-
-    def history_lengths(self) -> np.ndarray:
-        return np.diff(self.history_offsets)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -210,7 +209,7 @@ class SampleBlock(Sequence[Sample]):
 def users_and_history_lengths(samples: Sequence[Sample]) -> tuple[np.ndarray, np.ndarray]:
     """(user per sample, history length per sample), from the columns when there are some."""
     if isinstance(samples, SampleBlock):
-        return samples.user, samples.history_lengths()
+        return samples.user, samples.history_lengths
     return (
         np.fromiter((s.user for s in samples), dtype=np.int64, count=len(samples)),
         np.fromiter((len(s.history) for s in samples), dtype=np.int64, count=len(samples)),
