@@ -185,3 +185,21 @@ def test_changed_option_reruns_exactly_the_stages_it_affects(smoke_run, shared_d
     assert ran == sorted(["defend:stat"] * n_cells + ["train:tallrec"] * n_cells + ["evaluate:defended-stat"] * n_cells)
     write_report(out)
     assert (out / "report.md").is_file()
+
+
+def test_accelerate_launcher_trains_through_the_cli(tmp_path):
+    """launcher = "accelerate": the training runs as `accelerate launch ... recbackdoor.cli train`
+    and resumes from the same checkpoint folder."""
+    from recbackdoor.data.io import save_dataset
+    from recbackdoor.experiments.config import TrainSection
+    from recbackdoor.experiments.run import _launch_training
+
+    from .conftest import make_synthetic_dataset
+
+    save_dataset(make_synthetic_dataset(n_users=20, n_items=30, seed=2), tmp_path / "data")
+    section = TrainSection(launcher="accelerate", num_processes=1, save_steps=2)
+    options = {"backbone": "tiny-random", "max_steps": 4, "batch_size": 4, "seed": 0}
+    _launch_training(tmp_path / "data", tmp_path / "victim", tmp_path / "ck", "tallrec", options, section)
+    info = json.loads((tmp_path / "victim" / "victim.json").read_text())
+    assert info["steps"] == 4 and info["backbone"] == "tiny-random"
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["checkpoint-4"]  # save_total_limit 1

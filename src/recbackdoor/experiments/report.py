@@ -114,6 +114,17 @@ def write_csvs(runs: list[dict[str, Any]], out: Path) -> None:
                             r["sanitize"].get(det, {}).get("removed_samples")])
 
 
+def _save(fig: Any, ax: Any, path: Path, legend_size: int = 8) -> bool:
+    """Legend, layout, PNG, close: the end of every plot."""
+    import matplotlib.pyplot as plt
+
+    ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
     import matplotlib.pyplot as plt
 
@@ -136,11 +147,7 @@ def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
     ax.set_ylabel("ASR on triggered-unseen items")
     ax.set_ylim(-0.02, 1.02)
     ax.set_title("BadRec: attack success vs poisoning ratio (± 1 SE)")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, ax, path, legend_size=7)
 
 
 def plot_defense(runs: list[dict[str, Any]], path: Path) -> bool:
@@ -165,11 +172,7 @@ def plot_defense(runs: list[dict[str, Any]], path: Path) -> bool:
     ax.set_xticks(x, names, rotation=15)
     ax.set_ylim(0, 1.05)
     ax.set_title(f"Before and after the defense: {_cell_name(r)}", fontsize=8)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, ax, path)
 
 
 def plot_detection(runs: list[dict[str, Any]], path: Path) -> bool:
@@ -193,11 +196,7 @@ def plot_detection(runs: list[dict[str, Any]], path: Path) -> bool:
     ax.set_xticks(np.arange(len(levels)), levels)
     ax.set_ylabel("detection F1 (per item)")
     ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return _save(fig, ax, path)
 
 
 def write_report(run_dir: str | os.PathLike) -> Path:

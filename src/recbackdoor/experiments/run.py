@@ -270,9 +270,11 @@ def run_study(
     out: str | os.PathLike,
     data_root: str | os.PathLike | None = None,
     report: bool = True,
+    stages_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Run (or resume) every stage of ``config`` under ``out``; write ``results.json`` and the
-    report; return the results."""
+    report; return the results. ``stages_dir`` (default ``<out>/stages``) may be shared by
+    several studies: a stage one of them finished is reused by the others."""
     from rich.console import Console
 
     console = Console(stderr=True, highlight=False)
@@ -281,7 +283,7 @@ def run_study(
 
         torch.set_num_threads(config.run.threads)
     out = Path(out)
-    store = StageStore(out / "stages")
+    store = StageStore(Path(stages_dir) if stages_dir is not None else out / "stages")
     study = Study(config, Path(data_root) if data_root is not None else default_data_root(), store)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.model_dump(mode="json"))
