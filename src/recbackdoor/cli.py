@@ -174,6 +174,10 @@ def train_cmd(
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights: auto | bf16 | fp32."),  # noqa: UP045
     template: Optional[int] = typer.Option(None, "--template", help="Fixed prompt template (default: per sample)."),  # noqa: UP045
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),  # noqa: UP045
+    lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default 0.1)."),  # noqa: UP045
+    lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (default 8)."),  # noqa: UP045
+    checkpoint_dir: Optional[str] = typer.Option(None, "--checkpoint-dir", help="Checkpoint here; resume from the last one found."),  # noqa: UP045
+    save_steps: int = typer.Option(10, "--save-steps", help="Steps between checkpoints (with --checkpoint-dir)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
 ) -> None:
     """Fine-tune a LoRA victim on a dataset's train split (also under `accelerate launch`)."""
@@ -187,9 +191,10 @@ def train_cmd(
     config = make_train_config(
         backbone=backbone, epochs=epochs, max_steps=max_steps, max_samples=max_samples, lr=lr,
         batch_size=batch_size, grad_accum=grad_accum, dtype=dtype, template=template, seed=seed,
+        lora_dropout=lora_dropout, lora_r=lora_r,
     )  # fmt: skip
     check_output_dir(out, force)  # fail before the work, not after
-    path = train_victim(data, out, config, force=force)
+    path = train_victim(data, out, config, force=force, checkpoint_dir=checkpoint_dir, save_steps=save_steps)
     if int(os.environ.get("RANK", "0")) == 0 and (path / "timing.json").is_file():  # main process
         from .io_utils import read_json
 
@@ -417,6 +422,45 @@ def scan_cmd(
     )  # fmt: skip
     n_flag = int(frame["flagged"].sum())
     print(f"flagged {n_flag} of {len(frame)} titles in {time.perf_counter() - start:.1f}s; wrote {out}")
+
+
+# --------------------------------------------------------------------------- experiments (issue 9)
+
+
+@app.command("run")
+def run_cmd(
+    config: str = typer.Argument(..., help="Experiment config (TOML), e.g. configs/demo.toml; keys: configs/README.md."),
+    out: Optional[str] = typer.Option(None, "--out", help="Run directory (default runs/<config name>)."),  # noqa: UP045
+    data: Optional[str] = typer.Option(None, "--data", help="Data root (default $RECBACKDOOR_DATA or ../shared/data)."),  # noqa: UP045
+    overrides: Optional[list[str]] = typer.Option(None, "--set", help="Override a key: section.key=value (TOML value); repeatable."),  # noqa: UP045
+    stages: Optional[str] = typer.Option(None, "--stages", help="Stage folder, shareable between studies (default <out>/stages)."),  # noqa: UP045
+) -> None:
+    """Run a whole study: prepare -> attack -> train -> evaluate -> defend -> retrain -> report.
+
+    Finished stages are reused, an interrupted training resumes from its last checkpoint, and a
+    changed option reruns only the stages it affects (stage folders are keyed by their inputs).
+    """
+    from pathlib import Path
+
+    from .experiments.config import load_config
+    from .experiments.report import headline
+    from .experiments.run import run_study
+
+    cfg = load_config(config, overrides or [])  # a bad config stops here: nothing written
+    target = Path(out) if out else Path("runs") / Path(config).stem
+    results = run_study(cfg, target, data, stages_dir=stages)
+    print(headline(results))
+    print(f"results: {target / 'results.json'}\nreport:  {target / 'report.md'}")
+
+
+@app.command("report")
+def report_cmd(
+    run_dir: str = typer.Argument(..., help="A run directory written by `recbackdoor run`."),
+) -> None:
+    """Write report.md, CSV tables and PNG plots from a run's results.json."""
+    from .experiments.report import write_report
+
+    print(f"wrote {write_report(run_dir)}")
 
 
 # --------------------------------------------------------------------------- entry point
