@@ -20,8 +20,26 @@ import pandas as pd
 from ...errors import DataError
 from ...io_utils import sha256_file
 from ..types import Catalog, Interactions
+from .textfile import read_table
 
 Row = tuple[int, tuple[int, ...], int]  # (user, history oldest first, target)
+
+# MovieLens-100K's u.item, read both by the ml100k loader and for LLaRA's MovieLens directory
+# (here, below both modules, so neither imports the other for it)
+ML100K_ENCODING = "ISO-8859-1"
+ML100K_GENRES = (
+    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
+    "Thriller", "War", "Western",
+)  # fmt: skip
+_U_ITEM_COLUMNS = [
+    ("movie id", int),
+    ("movie title", str),
+    ("release date", str),
+    ("video release date", str),
+    ("IMDb URL", str),
+    *((genre, int) for genre in ML100K_GENRES),
+]
 
 _YEAR = re.compile(r"\s*\((\d{4})\)\s*$")
 
@@ -133,3 +151,22 @@ def build_interactions(
     if "rating" in table:
         frame["rating"] = pd.array(table["rating"], dtype="float64")
     return Interactions.from_frame(frame)
+
+
+def read_u_item(src: SourceDir) -> tuple[Catalog, dict[int, int], str]:
+    """MovieLens-100K's ``u.item`` -> (catalog, movie id -> dense id, the file's label)."""
+    item_file = src.file("u.item", "expected MovieLens-100K's u.item (movie id|title|...)")
+    table = read_table(
+        item_file.path, item_file.label, sep="|", columns=_U_ITEM_COLUMNS, encoding=ML100K_ENCODING
+    )
+    index = index_items(table["movie id"], table["_line"], item_file.label)
+    titles = [t.strip() for t in table["movie title"]]
+    genres = ["|".join(g for g in ML100K_GENRES if table[g][i]) for i in range(len(titles))]
+    catalog = Catalog(
+        titles=tuple(titles),
+        domain="movies",
+        years=tuple(split_year(t)[1] for t in titles),
+        genres=tuple(genres),
+        source_ids=tuple(str(i) for i in table["movie id"]),
+    )
+    return catalog, index, item_file.label

@@ -32,8 +32,7 @@ import pandas as pd
 from ...errors import ConfigError, DataError
 from ..safe_pickle import safe_load
 from ..types import DOMAINS, Catalog
-from .common import LlaraData, Row, SourceDir, SourceFile, index_items
-from .ml100k import read_u_item
+from .common import LlaraData, Row, SourceDir, SourceFile, index_items, read_u_item
 from .textfile import read_table
 
 SPLIT_FILES = {"valid": "Val_data.df", "test": "Test_data.df"}

@@ -18,54 +18,31 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..types import Catalog
-from .common import LlaraData, RawData, SourceDir, build_interactions, index_items, split_year
+from . import llara
+from .common import ML100K_ENCODING as ENCODING
+from .common import ML100K_GENRES as GENRES
+from .common import (
+    LlaraData,
+    RawData,
+    SourceDir,
+    build_interactions,
+    index_items,
+    read_u_item,
+)
 from .textfile import read_table, to_int
 
-ENCODING = "ISO-8859-1"
-GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
-)  # fmt: skip
-_ITEM_COLUMNS = [
-    ("movie id", int),
-    ("movie title", str),
-    ("release date", str),
-    ("video release date", str),
-    ("IMDb URL", str),
-    *((genre, int) for genre in GENRES),
-]
+__all__ = ["ENCODING", "GENRES", "load", "read_u_item", "recbole_dir"]
+
 RECBOLE_DIR = "dataset_example/ml-100k"
 
 
 def load(source: str | Path | None = None) -> RawData | LlaraData:
     if source is None:
         return _load_recbole()
-    from . import llara  # here, not at the top: llara imports read_u_item from this module
-
     src = SourceDir(source)
     if src.has("u.data") or not llara.is_llara_dir(src):
         return _load_movielens(src)
     return llara.load_dir(src, domain="movies")
-
-
-def read_u_item(src: SourceDir) -> tuple[Catalog, dict[int, int], str]:
-    """``u.item`` -> (catalog, movie id -> dense id, the file's label)."""
-    item_file = src.file("u.item", "expected MovieLens-100K's u.item (movie id|title|...)")
-    table = read_table(
-        item_file.path, item_file.label, sep="|", columns=_ITEM_COLUMNS, encoding=ENCODING
-    )
-    index = index_items(table["movie id"], table["_line"], item_file.label)
-    titles = [t.strip() for t in table["movie title"]]
-    genres = ["|".join(g for g in GENRES if table[g][i]) for i in range(len(titles))]
-    catalog = Catalog(
-        titles=tuple(titles),
-        domain="movies",
-        years=tuple(split_year(t)[1] for t in titles),
-        genres=tuple(genres),
-        source_ids=tuple(str(i) for i in table["movie id"]),
-    )
-    return catalog, index, item_file.label
 
 
 def _load_movielens(src: SourceDir) -> RawData:

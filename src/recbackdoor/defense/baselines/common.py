@@ -16,11 +16,9 @@ import numpy as np
 
 from ...errors import ConfigError
 from ...eval.detection import threshold_at_fpr
+from .lm import DOMAIN_NOUN, TitleLM
 
 DEFAULT_FLAG_RATE = 0.01
-
-# A domain noun for prompts/context ("a movie title: ...").
-DOMAIN_NOUN = {"movies": "movie", "music": "music artist", "games": "video game"}
 
 _SEPARATORS = "_-~|+.:;#@*/\\"
 
@@ -110,7 +108,5 @@ class LMDetectorBase:
     @property
     def lm(self) -> Any:
         if self._lm is None:
-            from .lm import TitleLM
-
             self._lm = TitleLM(self.backbone, **self._lm_options)
         return self._lm

@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from .common import DOMAIN_NOUN
+# A domain noun for prompts/context ("a movie title: ..."); here, not in .common, which
+# imports this module (one direction only).
+DOMAIN_NOUN = {"movies": "movie", "music": "music artist", "games": "video game"}
 
 
 class TitleLM:
