@@ -71,7 +71,10 @@ def build_detector(
     """The detector for ``method`` and extra options for its ``fit``.
 
     P-Scanner: loaded from ``scanner_dir`` (a trained scanner) when given; otherwise a fresh
-    scanner that ``fit`` trains on the training titles themselves (minutes on CPU).
+    scanner that ``fit`` trains on the training titles themselves with
+    ``ScannerConfig.fast()`` (no adversarial rounds; a few minutes on CPU), after the robust
+    first pass has left every title sharing a repeated fragment of an unusual shape out of its
+    negatives (``pscanner/robust.py``), so the catalog's own poison is not learnt as clean.
     ``model_dir``: the victim being defended (``recbackdoor train`` output), read by ``bki``
     (as BKI is defined); without it BKI reads the base ``backbone``. Other methods ignore it.
     """
@@ -88,7 +91,7 @@ def build_detector(
 
             name = backbone or ScannerConfig.backbone
             detector = PScanner(backbone=name, progress=True)
-            fit_options["train_config"] = ScannerConfig(backbone=name, seed=seed)
+            fit_options["train_config"] = ScannerConfig.fast(backbone=name, seed=seed)
         if threshold is not None:
             detector.threshold = float(threshold)
         return detector, fit_options

@@ -1,10 +1,14 @@
 """Threshold calibration on a synthetic validation catalog (DESIGN 5).
 
 The validation set is what a scanned catalog looks like: held-out clean titles with a
-realistic share (1% by default) of titles carrying one reused trigger, one catalog per
-(level, validation trigger). Validation triggers are never trained on. Concatenating the
-catalogs keeps that share, so the best-F1 threshold is chosen at the prevalence a real scan
-meets (a balanced set would put it far too low). Option: a target FPR on the clean titles.
+realistic share of titles carrying one reused trigger, one catalog per (level, validation
+trigger). Validation triggers are never trained on. Shares alternate between the two BadRec
+makes: 1% (few targets, as the ``fixed`` policy) and 20% (the ``per-sample`` policy at
+P_R 1% triggers 10-20% of a catalog), so the thresholds hold at both prevalences (a balanced
+set would put them far too low). The per-title threshold is the best F1 on the pooled
+catalogs; the two channel thresholds of the combined score maximise the mean F1 over the
+catalogs, so the many titles of a 20% catalog do not outvote the 1% ones. Option: a target
+FPR on the clean titles.
 
 The best-F1 cut is moved to the middle (in logit space) of the gap below it, so the same
 validation F1 leaves a margin for unseen triggers that score a little lower.
@@ -39,15 +43,22 @@ class ValidationSet:
 
 
 def build_validation(
-    clean: Sequence[str], triggers: dict[str, Sequence[str]], share: float, rng: np.random.Generator
+    clean: Sequence[str],
+    triggers: dict[str, Sequence[str]],
+    share: float | Sequence[float],
+    rng: np.random.Generator,
 ) -> ValidationSet:
-    """One catalog per (level, trigger): ``share`` of ``clean`` carry the trigger (BadRec's
-    suffix insertion for the first trigger of a level, random positions and glues after)."""
+    """One catalog per (level, trigger): a share of ``clean`` carries the trigger. ``share``
+    is one share or a cycle of them (trigger ``j`` of a level gets ``shares[j % len]``); the
+    first cycle of triggers is inserted as BadRec does (suffix), later ones at random
+    positions and glues."""
+    shares = [float(share)] if isinstance(share, int | float) else [float(x) for x in share]
     val = ValidationSet(clean=list(clean))
     for level, trigs in triggers.items():
         for j, trig in enumerate(trigs):
-            titles, y = poison_catalog(clean, trig, level, share, rng, glue_random=j > 0)
-            val.catalogs.append({"level": level, "trigger": trig, "titles": titles, "y": y})
+            sh = shares[j % len(shares)]
+            titles, y = poison_catalog(clean, trig, level, sh, rng, glue_random=j >= len(shares))
+            val.catalogs.append({"level": level, "trigger": trig, "titles": titles, "y": y, "share": sh})
     return val
 
 
@@ -79,7 +90,7 @@ def choose_threshold(y: np.ndarray, scores: np.ndarray, clean_scores: np.ndarray
 
 def two_channel_thresholds(
     y: np.ndarray, own: np.ndarray, group: np.ndarray, clean_own: np.ndarray, clean_group: np.ndarray,
-    rule: str, target_fpr: float,
+    rule: str, target_fpr: float, segments: np.ndarray | None = None, own_margin_logit: float = 0.0,
 ) -> tuple[float, float]:
     """Thresholds (own, group) for ``own >= t_own or group >= t_group``. Best F1: every pair of
     positive scores (plus "channel off") is tried; ties go to fewer flags. The per-title
@@ -87,7 +98,9 @@ def two_channel_thresholds(
     prevalence a per-title F1 of 0.9 needs a false-positive rate near 0.1%, which ~500 clean
     validation titles cannot resolve. Measured on ML-100K (round 0, 640 training examples): a
     cut that let a few of them through flagged 18 clean movies (F1 0.65); with this rule, 3
-    (F1 0.79-0.92). FPR rule: half the target FPR to each channel, on clean titles."""
+    (F1 0.79-0.92). ``segments`` (catalog id of every title, sorted): maximise the mean F1 of
+    the catalogs instead of the pooled F1. FPR rule: half the target FPR to each channel, on
+    clean titles."""
     if rule == "fpr":
         return threshold_at_fpr(clean_own, target_fpr / 2), threshold_at_fpr(clean_group, target_fpr / 2)
     if rule != "best-f1":
@@ -96,18 +109,30 @@ def two_channel_thresholds(
     if not pos.any():
         return CHANNEL_OFF, CHANNEL_OFF
     strict = max(float(np.max(clean_own)) if len(clean_own) else 0.0, 0.0)
+    if own_margin_logit > 0 and strict > 0:  # beyond the best clean title, by a margin
+        strict = float(1.0 / (1.0 + np.exp(-(_logit(strict) + own_margin_logit))))
     cand_own = np.append(np.unique(own[pos & (own > strict)]), CHANNEL_OFF)
     cand_grp = np.append(np.unique(group[pos & (group > 0)]), CHANNEL_OFF)  # 0: no group
     by_own = own[None, :] >= cand_own[:, None]  # (a, n)
     by_grp = group[None, :] >= cand_grp[:, None]  # (b, n)
     n_pos = int(pos.sum())
+    if segments is not None:
+        segments = np.asarray(segments)
+        starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
+        seg_pos = np.add.reduceat(pos.astype(int), starts)
     best_key: tuple = (-1.0, 0, 0.0)
     t_own, t_grp = CHANNEL_OFF, CHANNEL_OFF
     for j, b in enumerate(cand_grp):
         flags = by_own | by_grp[j][None, :]
-        tp = (flags & pos[None, :]).sum(axis=1)
         n_flag = flags.sum(axis=1)
-        f1 = 2 * tp / (n_flag + n_pos)
+        if segments is None:
+            tp = (flags & pos[None, :]).sum(axis=1)
+            f1 = 2 * tp / (n_flag + n_pos)
+        else:  # mean of the per-catalog F1 (a catalog with no positive counts 1 if it flags none)
+            tp_s = np.add.reduceat((flags & pos[None, :]).astype(int), starts, axis=1)
+            fl_s = np.add.reduceat(flags.astype(int), starts, axis=1)
+            den = fl_s + seg_pos[None, :]
+            f1 = np.where(den > 0, 2 * tp_s / np.maximum(den, 1), 1.0).mean(axis=1)
         for i, a in enumerate(cand_own):
             key = (float(f1[i]), -int(n_flag[i]), float(a + b))  # best F1, then fewer flags
             if key > best_key:
@@ -124,6 +149,7 @@ def calibrate(
     rule: str = "best-f1",
     target_fpr: float = 0.01,
     evidence_options: dict | None = None,
+    own_margin_logit: float = 0.0,
 ) -> dict:
     """Thresholds for the per-title score (``threshold_title``) and, with evidence, the two
     channel thresholds of the combined score (``evidence_thresholds``), with the validation
@@ -150,7 +176,11 @@ def calibrate(
     }
     if evidence_mode != "off":
         clean_grp = CatalogEvidence(val.clean, clean_own, **opts).evidence(val.clean)
-        t_own, t_grp = two_channel_thresholds(y, s_own, np.concatenate(grp), clean_own, clean_grp, rule, target_fpr)
+        segments = np.concatenate([np.full(len(g), k) for k, g in enumerate(grp)])
+        t_own, t_grp = two_channel_thresholds(
+            y, s_own, np.concatenate(grp), clean_own, clean_grp, rule, target_fpr, segments=segments,
+            own_margin_logit=own_margin_logit,
+        )
         comb = [combine(o, g, evidence_mode, t_own, t_grp) for o, g in zip(own, grp, strict=True)]
         report["evidence_thresholds"] = [t_own, t_grp]
         report["evidence"] = _metrics(val, ys, comb, COMBINED_THRESHOLD)

@@ -27,6 +27,7 @@ import numpy as np
 
 _WORD_SPLIT = re.compile(r"[\s_\-.]+")
 _EDGE = "()[]{}\"'.,:;!?"
+_GLUE = "_-.~| "
 MODES = ("off", "max")
 COMBINED_THRESHOLD = 0.5  # the cut of the combined score (see ``combine``)
 CHANNEL_OFF = 2.0  # a channel threshold no score in [0, 1] reaches
@@ -50,7 +51,10 @@ def fragments(title: str, max_n: int = 3) -> set[str]:
 
 class CatalogEvidence:
     """Greedy group evidence of one catalog (see module docstring). A fragment counts when it
-    occurs in at least ``min_count`` titles and at most ``max_share`` of them. Group scores
+    occurs in at least ``min_count`` titles and at most ``max_share`` of them (default: no
+    cap; BadRec's per-sample policy puts one trigger on 10-20% of a catalog, and a cap of 10%
+    threw exactly that fragment away; common clean fragments such as "the" or "(1995)"
+    average over clean titles and are claimed after the trigger's group, so they stay low). Group scores
     are shrunk with ``shrink_share * len(titles)`` pseudo-titles (or ``shrink`` of them)."""
 
     def __init__(
@@ -58,7 +62,7 @@ class CatalogEvidence:
         titles: Sequence[str],
         scores: Sequence[float] | np.ndarray,
         min_count: int = 3,
-        max_share: float = 0.1,
+        max_share: float = 1.0,
         shrink_share: float = 0.005,
         floor_quantile: float = 0.75,
         shrink: float | None = None,
@@ -142,10 +146,16 @@ class CatalogEvidence:
         if not top:
             return ""
         same = [f for f in fragments(title) if self.members.get(f) == self.members[top]]
-        found = [m for m in (_locate(title, f) for f in same) if m is not None]
-        if not found:
-            return ""
-        start, end = min(a for a, _ in found), max(b for _, b in found)
+        words = [m for m in (_locate(title, f) for f in same if f.startswith("w:")) if m is not None]
+        edges = sorted((m for m in (_locate(title, f) for f in same if not f.startswith("w:")) if m is not None), key=lambda m: m[1] - m[0])
+        if not words:
+            return title[edges[0][0] : edges[0][1]].strip() if edges else ""
+        start, end = min(a for a, _ in words), max(b for _, b in words)
+        # an edge fragment adds only the glue of a char trigger ("_5v"), never title text
+        # that all the poisoned titles happen to share (the ")" of "(1995)_5v")
+        for a, b in edges:
+            if a <= start and b >= end and all(c in _GLUE for c in title[a:start] + title[end:b]):
+                start, end = a, b
         return title[start:end].strip()
 
 def _locate(title: str, fragment: str) -> tuple[int, int] | None:

@@ -175,7 +175,7 @@ class PScanner:
         if self.model is None:
             from .train import ScannerConfig, train_scanner
 
-            cfg = train_config or ScannerConfig(backbone=self.backbone, evidence="max")
+            cfg = train_config or ScannerConfig.fast(backbone=self.backbone)
             self._adopt(train_scanner(titles, domain, cfg, progress=self.progress))
         elif domain != self.domain:
             raise ConfigError(
@@ -200,7 +200,7 @@ class PScanner:
     def _evidence_options(self) -> dict:
         return {
             "min_count": int(self.config.get("evidence_min_count", 3)),
-            "max_share": float(self.config.get("evidence_max_share", 0.1)),
+            "max_share": float(self.config.get("evidence_max_share", 1.0)),
             "shrink_share": float(self.config.get("evidence_shrink_share", 0.005)),
             "floor_quantile": float(self.config.get("evidence_floor_quantile", 0.75)),
         }

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,11 +29,13 @@ from .agent import CatalogVocab, TriggerAgent, mixed_proposals
 from .calibrate import THRESHOLD_RULES, build_validation
 from .evidence import MODES
 from .optimise import add_lora, dpo_train, sft_yes_no, verdict_rows
+from .robust import robust_negatives
 from .rounds import RoundContext, run_rounds
 from .scanner import PScanner, scanner_prompt
 from .synth import attack_default_triggers, make_examples
 
 DOMAINS = ("movies", "music", "games")
+DEFEND_ROUNDS = 0  # adversarial rounds when ``defend`` trains a scanner on the catalog itself
 LEVELS = ("char", "word", "sentence")
 
 
@@ -48,6 +51,11 @@ class ScannerConfig:
     seed: int = 0
     rounds: int = 3
     max_titles: int | None = None  # cap on catalog titles used (random sample)
+    # robust negatives (robust.py): leave titles sharing a repeated fragment of an unusual
+    # shape out of training, so a poisoned catalog's own trigger is not learnt as clean
+    robust: bool = True
+    robust_min_count: int = 3
+    robust_min_concentration: float = 0.5
     # supervised + DPO
     n_train: int = 1920  # 640 left SmolLM2 underfit on Steam (loss 0.58, AUROC 0.90 for char triggers)
     n_dpo: int = 96
@@ -68,13 +76,18 @@ class ScannerConfig:
     # validation / threshold
     n_val_clean: int = 500
     val_share: float = 0.01
+    val_share_large: float = 0.2  # every other validation trigger (BadRec per-sample: 10-20%); 0: off
     threshold: str = "best-f1"  # or "fpr"
     target_fpr: float = 0.01
     evidence: str = "max"  # off | max (cross-title evidence, see evidence.py)
     evidence_min_count: int = 3
-    evidence_max_share: float = 0.1
+    evidence_max_share: float = 1.0  # no cap: BadRec's per-sample policy triggers 10-20% of a catalog
     evidence_shrink_share: float = 0.005  # pseudo-titles per catalog title (see evidence.py)
     evidence_floor_quantile: float = 0.75
+    # the per-title channel of the combined score must clear the best clean validation title
+    # by this much (logit): a few hundred validation titles cannot show the odd titles of a
+    # catalog of thousands (ML-100K: "Mat' i syn (1997)" 0.81 vs validation max ~0.6)
+    own_margin_logit: float = 1.5
     # adversarial rounds
     round_triggers: int = 6  # fresh agent triggers per level and round
     round_insertions: int = 2  # titles per fresh trigger
@@ -83,6 +96,17 @@ class ScannerConfig:
     agent_pairs: int = 12
     agent_lr: float = 5e-4
     agent_epochs: int = 3
+
+    @classmethod
+    def fast(cls, **overrides: Any) -> ScannerConfig:
+        """What ``defend --method pscanner`` (and ``PScanner().fit``) train when no scanner is
+        given: 960 synthetic examples, 48 DPO pairs, rule triggers only (no agent model to load
+        and sample), 300 held-out clean titles, no adversarial rounds. Measured on real BadRec
+        output (README): the evidence channel reaches F1 1.00 on ML-100K at round 0 with this
+        size, and the full training (~7 min with 3 rounds) did not fit a 5-minute budget."""
+        base: dict[str, Any] = dict(rounds=DEFEND_ROUNDS, n_train=960, n_dpo=48, use_agent=False, n_val_clean=300)
+        base.update(overrides)
+        return cls(**base)
 
     def check(self) -> ScannerConfig:
         if self.threshold not in THRESHOLD_RULES:
@@ -93,8 +117,9 @@ class ScannerConfig:
             raise ConfigError(f"--rounds must be >= 0, got {self.rounds}")
         if self.max_titles is not None and self.max_titles < 20:
             raise ConfigError(f"--max-titles must be at least 20, got {self.max_titles}")
-        if not 0 < self.val_share < 0.5:
-            raise ConfigError(f"val_share must be in (0, 0.5), got {self.val_share}")
+        for name in ("val_share", "val_share_large"):
+            if not 0 <= getattr(self, name) < 0.5 or (name == "val_share" and self.val_share == 0):
+                raise ConfigError(f"{name} must be in (0, 0.5), got {getattr(self, name)}")
         if not 0 <= self.target_fpr <= 1:
             raise ConfigError(f"target_fpr must be in [0, 1], got {self.target_fpr}")
         return self
@@ -173,6 +198,11 @@ def _train(
 
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
+    dropped: dict[str, str] = {}
+    if cfg.robust:
+        titles, dropped = robust_negatives(
+            titles, min_count=cfg.robust_min_count, min_concentration=cfg.robust_min_concentration
+        )
     pool, val_clean = split_pool(titles, cfg, rng)
     vocab = CatalogVocab.from_titles(pool + val_clean, exclude=cfg.exclude_triggers)
 
@@ -225,7 +255,8 @@ def _train(
         model, tokenizer, backbone=cfg.backbone, domain=domain, evidence=cfg.evidence,
         config=cfg.to_dict(), batch_size=cfg.score_batch_size, progress=progress,
     )  # fmt: skip
-    val = build_validation(val_clean, val_trig, cfg.val_share, rng)
+    shares = [cfg.val_share, cfg.val_share_large] if cfg.val_share_large > 0 else [cfg.val_share]
+    val = build_validation(val_clean, val_trig, shares, rng)
     ctx = RoundContext(
         scanner=scanner, agent=agent, vocab=vocab, pool=pool, val=val, config=cfg, rng=rng,
         used_triggers=used, replay=list(examples),
@@ -239,6 +270,8 @@ def _train(
         "n_titles": len(pool) + len(val_clean),
         "n_pool": len(pool),
         "n_val_clean": len(val_clean),
+        "n_dropped_suspicious": len(dropped),
+        "dropped_fragments": dict(Counter(dropped.values()).most_common(20)),
         "trigger_sources": sources,
         "val_triggers": val_trig,
         "train_triggers": train_trig,

@@ -1,0 +1,155 @@
+"""P-Scanner on catalogs poisoned the way BadRec really poisons them (issue 10): one trigger on
+20% of the titles (the per-sample policy), where the answer is known.
+
+- the cross-title evidence still finds a trigger shared by 20% of the titles, while common
+  clean fragments ("the", "(1995)", "love") are not flagged;
+- the robust first pass leaves the poisoned titles out of the scanner's training negatives,
+  so a scanner fitted on a poisoned catalog does not learn its poison as clean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recbackdoor.attack.triggers import insert_trigger
+from recbackdoor.defense.pscanner import PScanner, ScannerConfig
+from recbackdoor.defense.pscanner.evidence import CatalogEvidence, combine
+from recbackdoor.defense.pscanner.robust import robust_negatives, suspicious_titles
+
+# several words of every length, so no word has a shape of its own (as in a real catalog)
+ADJ = (
+    "Red", "Hot", "Big", "Old", "Sad", "Mad", "Blue", "Dark", "Lost", "Wild", "Cold", "Last", "Pale", "Free",
+    "Night", "Quiet", "Brave", "Happy", "Empty", "Sweet", "Silent", "Golden", "Broken", "Hidden", "Secret", "Frozen",
+)  # fmt: skip
+NOUN = (
+    "Sky", "Sun", "Day", "Man", "War", "Sea", "Road", "Star", "Fire", "Rain", "Moon", "Girl", "Song", "Town",
+    "River", "Dream", "Heart", "Light", "Ghost", "Night", "Garden", "Empire", "Summer", "Island", "Winter", "Family",
+)  # fmt: skip
+
+
+def clean_catalog(n: int = 240, seed: int = 0) -> list[str]:
+    """Movie-like titles where "The", "Love" and "(1995)" are common (far more than 10%)."""
+    rng = np.random.default_rng(seed)
+    out: list[str] = []
+    while len(out) < n:
+        a, b = str(rng.choice(ADJ)), str(rng.choice(NOUN))
+        title = f"{'The ' if rng.random() < 0.4 else ''}{a} {b}{' of Love' if rng.random() < 0.15 else ''}"
+        year = 1995 if rng.random() < 0.3 else int(rng.integers(1930, 1999))
+        title = f"{title} ({year})"
+        if title not in out:
+            out.append(title)
+    return out
+
+
+def poisoned_catalog(level: str, trigger: str, share: float = 0.2, position: str = "suffix", seed: int = 0):
+    clean = clean_catalog(seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    chosen = set(rng.choice(len(clean), size=int(share * len(clean)), replace=False).tolist())
+    titles = [insert_trigger(t, trigger, level, position) if i in chosen else t for i, t in enumerate(clean)]
+    y = np.array([int(i in chosen) for i in range(len(clean))])
+    return titles, y
+
+
+def planted_scores(titles: list[str], y: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A mediocre scanner: poisoned titles score 0.3-0.8, clean ones 0.02-0.3, and a few odd
+    clean titles (every 40th) 0.8-0.95; so no per-title cut separates them."""
+    rng = np.random.default_rng(seed)
+    own = np.where(y == 1, rng.uniform(0.3, 0.8, len(y)), rng.uniform(0.02, 0.3, len(y)))
+    odd = (np.arange(len(y)) % 40 == 0) & (y == 0)
+    own[odd] = rng.uniform(0.8, 0.95, odd.sum())
+    return own
+
+
+@pytest.mark.parametrize(
+    "level, trigger, position",
+    [("char", "5v", "suffix"), ("word", "cf", "suffix"), ("sentence", "I watched this 3D movie", "suffix"), ("char", "5v", "prefix")],
+)
+def test_evidence_finds_a_trigger_on_20_percent_of_titles(level, trigger, position):
+    titles, y = poisoned_catalog(level, trigger, 0.2, position)
+    assert y.mean() == pytest.approx(0.2, abs=0.01)
+    own = planted_scores(titles, y)
+    e = CatalogEvidence(titles, own).evidence(titles)  # defaults: no share cap
+    assert e[y == 1].min() > 0.25  # every poisoned title carries the group's evidence
+    assert e[y == 0].max() < 0.2  # no clean title gets as much
+    flagged = combine(own, e, "max", t_own=0.99, t_group=0.22) >= 0.5
+    assert flagged.tolist() == y.astype(bool).tolist()
+    assert own[y == 0].max() > own[y == 1].min()  # while no per-title cut could do it
+    # the old cap (fragments on more than 10% of the titles ignored) loses poison: only
+    # chance subsets ("1995 5v", "5v the") are left to carry evidence
+    capped = CatalogEvidence(titles, own, max_share=0.1).evidence(titles)
+    assert (capped[y == 1] >= 0.22).mean() < 0.7
+
+
+def test_common_clean_fragments_are_not_flagged():
+    titles, y = poisoned_catalog("char", "5v", 0.2)
+    own = planted_scores(titles, y)
+    ev = CatalogEvidence(titles, own)
+    e = ev.evidence(titles)
+    common = {"w:the": "the ", "w:1995": "(1995)", "w:love": "love", "w:of love": "of love"}
+    for frag, word in common.items():
+        holders = [i for i, t in enumerate(titles) if word in t.lower() and y[i] == 0]
+        assert len(holders) >= 0.05 * len(titles)  # common, not a handful
+        assert e[holders].max() < 0.2, word
+        assert ev.group.get(frag, 0.0) < 0.05, frag  # never a suspicious group of its own
+    assert ev.span(titles[int(np.flatnonzero(y)[0])]) == "_5v"
+    # a clean catalog: nothing stands out at all
+    clean = clean_catalog()
+    own_clean = planted_scores(clean, np.zeros(len(clean), int))
+    assert CatalogEvidence(clean, own_clean).evidence(clean).max() < 0.2
+
+
+@pytest.mark.parametrize(
+    "level, trigger, position",
+    [("char", "5v", "suffix"), ("word", "cf", "suffix"), ("sentence", "I watched this 3D movie", "suffix"), ("char", "5v", "prefix")],
+)
+def test_first_pass_drops_the_poison_from_the_negatives(level, trigger, position):
+    titles, y = poisoned_catalog(level, trigger, 0.2, position)
+    kept, dropped = robust_negatives(titles)
+    poisoned = {t for t, lab in zip(titles, y, strict=True) if lab}
+    assert poisoned <= set(dropped)  # every poisoned title leaves the negatives
+    assert not poisoned & set(kept)
+    assert len(kept) >= 0.9 * (len(titles) - len(poisoned))  # most clean titles stay
+    assert any("(1995)" in t for t in kept) and any(t.startswith("The ") for t in kept)
+
+
+def test_first_pass_on_a_clean_catalog_drops_little_and_never_years_or_articles():
+    clean = clean_catalog()
+    dropped = suspicious_titles(clean)
+    assert len(dropped) <= 0.05 * len(clean)
+    assert not {f for f in dropped.values() if f in ("The", "(1995)", "Love")}
+
+
+def test_scanner_fitted_on_a_poisoned_catalog_never_trains_on_its_poison(monkeypatch):
+    """fit() trains a scanner on the catalog under suspicion: no poisoned title may reach the
+    training negatives, the trigger pool or the held-out clean validation titles."""
+    from recbackdoor.defense.pscanner import calibrate, train
+
+    titles, y = poisoned_catalog("char", "5v", 0.2)
+    poisoned = {t for t, lab in zip(titles, y, strict=True) if lab}
+    seen: dict[str, set[str]] = {"train": set(), "val": set()}
+    real_make, real_val = train.make_examples, calibrate.build_validation
+
+    def spy_make(clean_titles, *a, **kw):
+        seen["train"] |= set(clean_titles)
+        return real_make(clean_titles, *a, **kw)
+
+    def spy_val(clean, *a, **kw):
+        seen["val"] |= set(clean)
+        return real_val(clean, *a, **kw)
+
+    monkeypatch.setattr(train, "make_examples", spy_make)
+    monkeypatch.setattr(train, "build_validation", spy_val)
+    cfg = ScannerConfig(
+        backbone="tiny-random", dtype="fp32", rounds=0, n_train=32, n_dpo=0, n_rule_triggers=3,
+        n_agent_triggers=0, use_agent=False, n_val_clean=24, batch_size=8, score_batch_size=32,
+        round_triggers=1,
+    )  # fmt: skip
+    sc = PScanner(backbone="tiny-random").fit(titles, "movies", train_config=cfg)
+    assert seen["train"] and seen["val"]
+    assert not (seen["train"] | seen["val"]) & poisoned
+    assert sc.log["n_dropped_suspicious"] >= len(poisoned)
+    assert sc.channels == "both" and sc.uses_evidence  # evidence fitted on the whole catalog
+    # without the first pass the poison is trained on as clean (what issue 10 found)
+    seen["train"].clear()
+    PScanner(backbone="tiny-random").fit(titles, "movies", train_config=ScannerConfig(**{**cfg.to_dict(), "robust": False, "exclude_triggers": cfg.exclude_triggers}))
+    assert seen["train"] & poisoned
