@@ -130,22 +130,23 @@ def _draw_block(
     while row < count:
         rows = min(count - row, size)
         u = words.peek(rows * per_sample).reshape(rows, per_sample)
-        m = u[:, :block] * np.uint64(n_items)
-        ok = ((m & _MASK32) >= limit_n).all(axis=1)
-        m_pos = u[:, block] * np.uint64(n_candidates)
-        ok &= (m_pos & _MASK32) >= limit_c
-        values = (m >> np.uint64(32)).astype(np.int64)
+        # Lemire: value = (word * bound) >> 32, redrawn while (word * bound) mod 2**32 < limit
+        ok = ((u[:, :block] * np.uint32(n_items)) >= limit_n).all(axis=1)  # uint32 wraps
+        ok &= (u[:, block] * np.uint32(n_candidates)) >= limit_c
+        values = _high(u[:, :head], n_items)
         chunk_banned = banned[row : row + rows]
-        chosen, enough = _first_fresh(values[:, :head], chunk_banned, need)
+        chosen, enough = _first_fresh(values, chunk_banned, need)
         short = np.flatnonzero(~enough)
         if len(short):
-            chosen[short], enough[short] = _first_fresh(values[short], chunk_banned[short], need)
+            chosen[short], enough[short] = _first_fresh(
+                _high(u[short, :block], n_items), chunk_banned[short], need
+            )
         regular = ok & enough
         good = rows if regular.all() else int(np.argmin(regular))
         # irregular samples are rare with a real catalog; where they are not, read less ahead
         size = min(_CHUNK, 2 * size) if good == rows else min(_CHUNK, 2 * good + 16)
         if good:
-            position = (m_pos[:good] >> np.uint64(32)).astype(np.int64)
+            position = _high(u[:good, block], n_candidates)
             out[row : row + good] = _insert(chosen[:good], position, chunk_banned[:good, 0])
             words.consume(good * per_sample)
             row += good
@@ -157,10 +158,14 @@ def _draw_block(
     return out
 
 
-_CHUNK = 8192
+_CHUNK = 2048
 _SHIFT = 6
 _COLUMNS = 1 << _SHIFT  # room for a block of up to 63 draws (n_candidates <= 32)
-_MASK32 = np.uint64(0xFFFFFFFF)
+
+
+def _high(words: np.ndarray, bound: int) -> np.ndarray:
+    """``(word * bound) >> 32``: Lemire's bounded integer of each 32-bit word."""
+    return ((words.astype(np.uint64) * np.uint64(bound)) >> np.uint64(32)).astype(np.int64)
 
 
 class _WordStream:
@@ -170,7 +175,7 @@ class _WordStream:
     def __init__(self, rng: np.random.Generator) -> None:
         self.rng = rng
         self.state = rng.bit_generator.state  # before the latest read-ahead
-        self.buffer = np.empty(0, dtype=np.uint64)
+        self.buffer = np.empty(0, dtype=np.uint32)
         self.used = 0  # words of buffer consumed
         self.carried = 0  # words of buffer read before the latest read-ahead
 
@@ -178,7 +183,7 @@ class _WordStream:
         if self.used + n > len(self.buffer):
             self.state = self.rng.bit_generator.state
             # with a bound of 2**32, integers returns the generator's 32-bit words as they are
-            fresh = self.rng.integers(0, 2**32, size=max(n, 4 * _CHUNK), dtype=np.uint64)
+            fresh = self.rng.integers(0, 2**32, size=max(n, 4 * _CHUNK), dtype=np.uint32)
             self.buffer = np.concatenate((self.buffer[self.used :], fresh))
             self.carried = len(self.buffer) - len(fresh)
             self.used = 0
@@ -199,7 +204,7 @@ class _WordStream:
         assert self.used >= self.carried
         self.rng.bit_generator.state = self.state
         if self.used > self.carried:
-            self.rng.integers(0, 2**32, size=self.used - self.carried, dtype=np.uint64)
+            self.rng.integers(0, 2**32, size=self.used - self.carried, dtype=np.uint32)
 
 
 def _first_fresh(values: np.ndarray, banned: np.ndarray, need: int) -> tuple[np.ndarray, np.ndarray]:
@@ -218,12 +223,21 @@ def _first_fresh(values: np.ndarray, banned: np.ndarray, need: int) -> tuple[np.
     column = (keys & (_COLUMNS - 1)).astype(np.int8)
     repeat = (keys[:, 1:] >> _SHIFT) == (keys[:, :-1] >> _SHIFT)
     column[:, 1:][repeat] = 0
+    # most rows: the first ``need`` drawings are all fresh, and are the answer
+    clean = np.count_nonzero((column > 0) & (column <= need), axis=1) == need
+    chosen = values[:, :need].copy()
+    rest = np.flatnonzero(~clean)
+    if not len(rest):
+        return chosen, clean
+    column = column[rest]
     column[column == 0] = _COLUMNS  # not fresh: sorts last
     column.sort(axis=1)  # the fresh columns in column order
     first = column[:, :need].astype(np.intp) - 1
-    enough = column[:, need - 1] != _COLUMNS
-    first[~enough] = 0
-    return np.take_along_axis(values, first, axis=1), enough
+    enough = clean.copy()
+    enough[rest] = column[:, need - 1] != _COLUMNS
+    first[~enough[rest]] = 0
+    chosen[rest] = np.take_along_axis(values[rest], first, axis=1)
+    return chosen, enough
 
 
 def _insert(chosen: np.ndarray, position: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -29,6 +29,7 @@ Column = tuple[str, Callable[[str], object]]
 # Encodings in which every ASCII byte is that ASCII character and never part of a multi-byte
 # sequence, so separators, newlines and digits can be found in the raw bytes.
 _ASCII_SAFE = frozenset({"utf-8", "iso8859-1", "latin-1", "ascii"})
+_NEVER_INVALID = frozenset({"iso8859-1", "latin-1"})  # every byte is a character
 _NUMERIC_BYTES = b"0123456789-\n"
 _FAST_SEP = b"\t"  # what a multi-character separator is replaced by (only when absent)
 
@@ -53,13 +54,14 @@ def _read_bytes(path: Path, label: str, encoding: str) -> bytes:
     if not path.is_file():
         raise DataError(f"{label}: file not found")
     data = path.read_bytes()
-    if not data.strip():
+    if not data[:4096].strip() and not data.strip():  # the prefix spares a copy of a large file
         raise DataError(f"{label}: file is empty")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
         raise DataError(
             f"{label}: looks like UTF-16 or binary (NUL bytes); save it as {encoding} text"
         )
-    _decode(data, label, encoding)
+    if codecs.lookup(_codec(encoding)).name not in _NEVER_INVALID:
+        _decode(data, label, encoding)
     return data
 
 
@@ -203,11 +205,17 @@ def _read_numeric_fast(
         sep_bytes = _FAST_SEP
     if data.translate(None, _NUMERIC_BYTES + sep_bytes):
         return None  # a byte outside the admitted set
-    buf = np.frombuffer(data, dtype=np.uint8)
-    ends = np.flatnonzero(buf == ord("\n"))
-    starts = np.concatenate(([0], ends + 1))
-    ends = np.concatenate((ends, [len(buf)]))
-    lines = np.flatnonzero(ends > starts) + first_line  # non-blank lines
+    end = len(data)
+    while end and data[end - 1] == ord("\n"):  # blank lines at the end hold no rows
+        end -= 1
+    if data.find(b"\n\n", 0, end) >= 0 or data.startswith(b"\n"):
+        buf = np.frombuffer(data, dtype=np.uint8)
+        ends = np.flatnonzero(buf == ord("\n"))
+        starts = np.concatenate(([0], ends + 1))
+        ends = np.concatenate((ends, [len(buf)]))
+        lines = np.flatnonzero(ends > starts) + first_line  # non-blank lines
+    else:
+        lines = np.arange(first_line, first_line + (data.count(b"\n", 0, end) + 1 if end else 0))
     if len(lines) == 0:
         return None  # "no data lines": the Python parser's message
     table = _pyarrow_int_table(data, sep_bytes.decode("ascii"), len(columns))
