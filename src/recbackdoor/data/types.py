@@ -218,7 +218,10 @@ def users_and_history_lengths(samples: Sequence[Sample]) -> tuple[np.ndarray, np
 
 @dataclass(frozen=True)
 class SplitDataset:
-    """A catalog plus train/valid/test samples and the manifest that says how they were made."""
+    """A catalog plus train/valid/test samples and the manifest that says how they were made.
+
+    A split is a tuple of samples, or a :class:`SampleBlock` (what ``data prepare`` builds),
+    which reads as the same tuple."""
 
     catalog: Catalog
     train: tuple[Sample, ...]
