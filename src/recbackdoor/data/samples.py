@@ -119,13 +119,13 @@ def _draw_block(
             for t, h in zip(targets.tolist(), histories.tolist(), strict=True)
         ]
         return np.array(drawn, dtype=np.int64).reshape(count, n_candidates)
-    banned = np.concatenate((targets[:, None], histories), axis=1)
+    banned = np.concatenate((targets[:, None].astype(np.int64), histories), axis=1)
     words = _WordStream(rng)
     block = 2 * need
     per_sample = block + 1
     head = min(block, need + 2)  # nearly every row finds its items among the first few draws
     limit_n, limit_c = (2**32 - n_items) % n_items, (2**32 - n_candidates) % n_candidates
-    out = np.empty((count, n_candidates), dtype=np.int64)
+    out = np.empty((count, n_candidates), dtype=np.int32)  # items < n_items < 2**31
     row, size = 0, _CHUNK
     while row < count:
         rows = min(count - row, size)
@@ -342,7 +342,8 @@ def _positions(
     keep = hist_len >= options.min_history
     owner, position, hist_len = owner[keep], position[keep], hist_len[keep]
     target_at = starts[owner] + position
-    history = np.full((len(owner), options.max_history), -1, dtype=np.int64)
+    small = flat.max(initial=0) < 2**31 and flat.min(initial=0) >= -(2**31)
+    history = np.full((len(owner), options.max_history), -1, dtype=np.int32 if small else np.int64)
     for k in range(options.max_history):
         has = np.flatnonzero(hist_len > k)
         history[has, k] = flat[target_at[has] - hist_len[has] + k]
