@@ -84,12 +84,12 @@ def run_case(work: Path, dataset: str, case: str) -> dict:
 
     D.build_detector = spy
     out = work / f"{dataset}-{case}-defended"
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         report = D.defend(data, method="pscanner", out=out, force=True)  # defaults, no --scanner
     finally:
         D.build_detector = orig
-    wall = time.perf_counter() - t0
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     det = captured[0]
     rows = json.loads((out / "detections.json").read_text())
     triggered = {int(i) for i in manifest["triggered_items"]}
@@ -99,6 +99,7 @@ def run_case(work: Path, dataset: str, case: str) -> dict:
     res = {
         "dataset": dataset, "case": case, "attack": CASES[case], "trigger": manifest.get("trigger"),
         "n_items_scored": len(rows), "n_triggered": int(y.sum()), "wall_seconds": round(wall, 1),
+        "cpu_seconds": round(cpu, 1),  # all threads of this process: less sensitive to other jobs
         "defend": {k: m[k] for k in ("f1", "precision", "recall", "auroc", "fpr", "tp", "fp", "fn") if k in m},
         "threshold_title": det.threshold_title, "evidence_thresholds": det.evidence_thresholds,
         "train_timings": det.timings, "dropped_suspicious": det.log.get("n_dropped_suspicious"),

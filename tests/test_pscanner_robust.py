@@ -153,3 +153,50 @@ def test_scanner_fitted_on_a_poisoned_catalog_never_trains_on_its_poison(monkeyp
     seen["train"].clear()
     PScanner(backbone="tiny-random").fit(titles, "movies", train_config=ScannerConfig(**{**cfg.to_dict(), "robust": False, "exclude_triggers": cfg.exclude_triggers}))
     assert seen["train"] & poisoned
+
+
+def test_validation_alternates_small_and_large_shares():
+    from recbackdoor.defense.pscanner.calibrate import build_validation
+
+    clean = [f"title {i}" for i in range(200)]
+    val = build_validation(clean, {"word": ["zebu", "ibex", "okapi", "kudu"]}, [0.01, 0.2], np.random.default_rng(0))
+    assert [int(c["y"].sum()) for c in val.catalogs] == [2, 40, 2, 40]
+    assert [c["share"] for c in val.catalogs] == [0.01, 0.2, 0.01, 0.2]
+
+
+def test_thresholds_use_the_mean_f1_of_catalogs_and_a_strict_title_channel():
+    from recbackdoor.defense.pscanner.calibrate import two_channel_thresholds
+    from recbackdoor.defense.pscanner.evidence import CHANNEL_OFF
+
+    # catalog 0: 2 of 100 poisoned, weak group evidence 0.15; catalog 1: 40 of 200, group 0.4,
+    # and a clean group of 3 at 0.2. Pooled F1 sacrifices catalog 0 to keep the 3 clean titles
+    # out; the mean of the two F1s keeps catalog 0 (3 false positives in catalog 1)
+    y = np.r_[np.zeros(98), np.ones(2), np.zeros(160), np.ones(40)].astype(int)
+    group = np.r_[np.zeros(98), [0.15, 0.15], np.r_[np.full(3, 0.2), np.zeros(157)], np.full(40, 0.4)]
+    own = np.where(y == 1, 0.5, 0.2)  # below the best clean validation title: group decides
+    seg = np.r_[np.zeros(100), np.ones(200)].astype(int)
+    clean_own = np.full(50, 0.6)
+    t_own, t_grp = two_channel_thresholds(y, own, group, clean_own, np.zeros(50), "best-f1", 0.01, segments=seg)
+    assert t_own == CHANNEL_OFF and 0 < t_grp <= 0.15
+    _, t_pooled = two_channel_thresholds(y, own, group, clean_own, np.zeros(50), "best-f1", 0.01)
+    assert t_pooled > 0.2  # pooled F1 drops the small catalog's two titles
+    # per-title channel: own 0.7 is above the best clean validation title (0.6), so usable...
+    own = np.where(y == 1, 0.7, 0.2)
+    none = np.zeros_like(group)
+    t_own, _ = two_channel_thresholds(y, own, none, clean_own, np.zeros(50), "best-f1", 0.01, segments=seg)
+    assert t_own < 0.7
+    # ...but not 1.5 logits above it (sigmoid(logit(0.6) + 1.5) = 0.87)
+    t_own, _ = two_channel_thresholds(y, own, none, clean_own, np.zeros(50), "best-f1", 0.01, segments=seg, own_margin_logit=1.5)
+    assert t_own == CHANNEL_OFF
+
+
+def test_fast_config_is_what_defend_trains_without_a_scanner():
+    from recbackdoor.defense.defend import build_detector
+
+    fast = ScannerConfig.fast()
+    assert fast.rounds == 0 and not fast.use_agent and fast.robust and fast.n_train < ScannerConfig().n_train
+    assert ScannerConfig().robust and ScannerConfig().evidence_max_share == 1.0
+    det, opts = build_detector("pscanner", backbone="tiny-random", seed=3)
+    assert isinstance(det, PScanner) and det.model is None
+    cfg = opts["train_config"]
+    assert (cfg.rounds, cfg.use_agent, cfg.seed, cfg.backbone, cfg.robust) == (0, False, 3, "tiny-random", True)
