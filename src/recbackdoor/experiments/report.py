@@ -222,7 +222,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
         f"{data.get('train_samples') or 'all'} clean training samples; LoRA r={train.get('lora_r')}, "
         f"lr {train.get('lr')}, {train.get('epochs')} epoch(s), batch {train.get('batch_size')}; "
         f"score protocol ({ev.get('scoring')} log-likelihood). `± x` is one standard error of the "
-        "rate at the number of prompts given. *untrained*: the backbone before any fine-tuning; "
+        "rate at the number of prompts given (the Wald error; at a rate of 0 or 1 it is 0, and the "
+        "rule of three's 95% bound, 3/n, is the better guide). *untrained*: the backbone before any fine-tuning; "
         "*clean*: trained on the clean data; *poisoned*: on the BadRec data; *defended-D*: on the "
         "data sanitized by detector D.",
         "",
