@@ -203,3 +203,21 @@ def test_accelerate_launcher_trains_through_the_cli(tmp_path):
     info = json.loads((tmp_path / "victim" / "victim.json").read_text())
     assert info["steps"] == 4 and info["backbone"] == "tiny-random"
     assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["checkpoint-4"]  # save_total_limit 1
+
+
+def test_plan_follows_the_grid_and_ratios_by_position(tmp_path):
+    """The planner makes one cell per dataset x victim x level x position x P_R (with
+    ratios_by_position overriding the ratios of one position) and shares upstream stages."""
+    from recbackdoor.experiments.run import Study
+
+    cfg = load_config(ROOT / "configs" / "lastfm_sweep.toml")
+    study = Study(cfg, tmp_path, StageStore(tmp_path / "stages"))
+    cells = {(c.position, c.ratio) for c in study.cells}
+    assert cells == {("prefix", 0.2), ("prefix", 0.1), ("prefix", 0.05), ("suffix", 0.2)}
+    kinds = [s.kind for s in study.stages.values()]
+    # one dataset and one clean victim shared by all cells; per cell attack, poisoned victim, 3 evals
+    assert kinds.count("data") == 1 and kinds.count("train") == 1 + 4 and kinds.count("eval") == 3 * 4
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[attack]\nratios_by_position = { middle = [0.1] }\n")
+    with pytest.raises(ConfigError, match="unknown position 'middle'"):
+        load_config(bad)

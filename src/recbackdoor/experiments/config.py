@@ -61,6 +61,7 @@ class AttackSection(_Section):
     n_targets: int = Field(10, ge=1, description="Targets of the fixed policy.")
     fake_history: Literal["copy", "random", "popular"] = Field("copy", description="How fake users' histories are made.")
     triggers: dict[str, str] = Field({}, description="Trigger per level, e.g. {char = \"5v\"} (default: the level's default).")
+    ratios_by_position: dict[str, list[float]] = Field({}, description="Ratios for one position instead of `ratios`, e.g. {suffix = [0.2]}.")
 
     @field_validator("ratios")
     @classmethod
@@ -69,6 +70,18 @@ class AttackSection(_Section):
             if not 0 < r < 1:
                 raise ValueError(f"poisoning ratio {r} must be strictly between 0 and 1")
         return value
+
+    @field_validator("ratios_by_position")
+    @classmethod
+    def _by_position(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
+        for position, ratios in value.items():
+            if position not in ("suffix", "prefix", "random"):
+                raise ValueError(f"unknown position {position!r}; use suffix, prefix or random")
+            cls._ratio(ratios)
+        return value
+
+    def ratios_for(self, position: str) -> list[float]:
+        return self.ratios_by_position.get(position, self.ratios)
 
 
 class TrainSection(_Section):

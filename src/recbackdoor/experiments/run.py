@@ -73,7 +73,7 @@ class Study:
                 clean = self._add(self._train_stage(data, victim, "clean"))
                 for level in cfg.attack.levels:
                     for position in cfg.attack.positions:
-                        for ratio in cfg.attack.ratios:
+                        for ratio in cfg.attack.ratios_for(position):
                             attack = self._add(self._attack_stage(data, level, position, ratio))
                             cell = Cell(ds, victim, level, position, ratio, attack)
                             poisoned = self._add(self._train_stage(attack, victim, "poisoned"))
