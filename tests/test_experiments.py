@@ -221,3 +221,11 @@ def test_plan_follows_the_grid_and_ratios_by_position(tmp_path):
     bad.write_text("[attack]\nratios_by_position = { middle = [0.1] }\n")
     with pytest.raises(ConfigError, match="unknown position 'middle'"):
         load_config(bad)
+
+
+def test_missing_data_root_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", str(SMOKE), "--out", str(out), "--data", str(tmp_path / "nowhere")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "lastfm files not found" in err and "\n" not in err
+    assert not out.exists()

@@ -26,6 +26,14 @@ DATASET_SOURCES: dict[str, tuple[str, str]] = {
 DETECTORS = ("pscanner", "stat", "onion", "bki", "embed")
 
 
+def _one_of(names: list[str] | dict, allowed: tuple[str, ...] | dict, what: str):
+    """``names`` (a list, or a dict's keys) all in ``allowed``, else one readable ValueError."""
+    for name in names:
+        if name not in allowed:
+            raise ValueError(f"unknown {what} {name!r}; use one of {', '.join(allowed)}")
+    return names
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -47,10 +55,7 @@ class DataSection(_Section):
     @field_validator("datasets")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name not in DATASET_SOURCES:
-                raise ValueError(f"unknown dataset {name!r}; use one of {', '.join(DATASET_SOURCES)}")
-        return value
+        return _one_of(value, DATASET_SOURCES, "dataset")
 
 
 class AttackSection(_Section):
@@ -74,9 +79,8 @@ class AttackSection(_Section):
     @field_validator("ratios_by_position")
     @classmethod
     def _by_position(cls, value: dict[str, list[float]]) -> dict[str, list[float]]:
-        for position, ratios in value.items():
-            if position not in ("suffix", "prefix", "random"):
-                raise ValueError(f"unknown position {position!r}; use suffix, prefix or random")
+        _one_of(value, ("suffix", "prefix", "random"), "position")
+        for ratios in value.values():
             cls._ratio(ratios)
         return value
 
@@ -113,10 +117,7 @@ class DefenseSection(_Section):
     @field_validator("detectors")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        for name in value:
-            if name not in DETECTORS:
-                raise ValueError(f"unknown detector {name!r}; use one of {', '.join(DETECTORS)}")
-        return value
+        return _one_of(value, DETECTORS, "detector")
 
 
 class ExperimentConfig(_Section):

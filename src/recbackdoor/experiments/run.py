@@ -103,8 +103,6 @@ class Study:
             from ..data.io import save_dataset
             from ..data.prepare import prepare_dataset
 
-            if not source.is_dir():
-                raise ConfigError(f"{source}: {ds} files not found; pass --data DIR (the folder holding {rel})")
             dataset = prepare_dataset(loader, source, self.cfg.run.seed, n_candidates=d.candidates,
                                       max_history=d.history, min_history=d.min_history)
             if d.train_samples is not None and d.train_samples < len(dataset.train):
@@ -284,7 +282,12 @@ def run_study(
         torch.set_num_threads(config.run.threads)
     out = Path(out)
     store = StageStore(Path(stages_dir) if stages_dir is not None else out / "stages")
-    study = Study(config, Path(data_root) if data_root is not None else default_data_root(), store)
+    root = Path(data_root) if data_root is not None else default_data_root()
+    for ds in config.data.datasets:  # before anything is written: a wrong --data is one line
+        if not (root / DATASET_SOURCES[ds][1]).is_dir():
+            raise ConfigError(f"{root / DATASET_SOURCES[ds][1]}: {ds} files not found; pass --data DIR "
+                              f"(the folder holding {DATASET_SOURCES[ds][1]}) or set RECBACKDOOR_DATA")
+    study = Study(config, root, store)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.model_dump(mode="json"))
     stages = list(study.stages.values())
