@@ -86,6 +86,29 @@ def data_stats_cmd(
     Console().print(stats_table(stats))
 
 
+@data_app.command("download")
+def data_download_cmd(
+    dataset: str = typer.Argument(..., help="ml1m | ml100k | lastfm | steam."),
+    to: str = typer.Option(..., "--to", help="Folder to download into (the dataset lands in a subfolder)."),
+    url: Optional[str] = typer.Option(None, "--url", help="Use this URL instead of the official one (a mirror; for steam a base URL)."),  # noqa: UP045
+    sha256: Optional[list[str]] = typer.Option(None, "--sha256", help="Expected sha256 (HEX, or NAME=HEX per file); repeatable."),  # noqa: UP045
+    max_bytes: Optional[int] = typer.Option(None, "--max-bytes", help="Largest download / uncompressed size accepted (default 4 GiB / 8 GiB)."),  # noqa: UP045
+    force: bool = typer.Option(False, "--force", help="Replace an existing dataset folder."),
+) -> None:
+    """Download a dataset's official files: sha256 check, safe extraction, resume (HTTP Range)."""
+    from .data.download import SOURCES, Limits, download_dataset, parse_sha256
+    from .errors import ConfigError
+
+    if dataset not in SOURCES:
+        raise ConfigError(f"unknown dataset {dataset!r} to download; choose one of {', '.join(SOURCES)}")
+    limits = Limits()
+    if max_bytes is not None:
+        if max_bytes <= 0:
+            raise ConfigError(f"--max-bytes must be positive, got {max_bytes}")
+        limits = Limits(max_download_bytes=max_bytes, max_member_bytes=max_bytes, max_total_bytes=max_bytes)
+    download_dataset(dataset, to, url=url, sha256=parse_sha256(sha256, SOURCES[dataset]), limits=limits, force=force)
+
+
 # --------------------------------------------------------------------------- attack (issue 3)
 
 
