@@ -44,7 +44,7 @@ def read_json(path: str | os.PathLike) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise RecBackdoorError(f"{path}: not valid JSON ({exc})") from exc
+        raise RecBackdoorError(f"{path}: not valid JSON ({exc}); the file is damaged: restore it or rerun the command that wrote it") from exc
 
 
 def check_output_dir(out: str | os.PathLike, force: bool) -> Path:

@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 from ..errors import DataError
 from ..io_utils import atomic_output_dir, read_json, write_json
 from .types import SPLITS, Catalog, Sample, SampleBlock, SplitDataset
+from .validate import check_titles
 
 FORMAT_VERSION = 1
 
@@ -110,7 +111,7 @@ def _read_table(path: Path) -> pa.Table:
     try:
         return pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path}: not a readable Parquet file ({exc})") from exc
+        raise DataError(f"{path}: not a readable Parquet file ({exc}); the file is damaged: rerun the command that wrote it") from exc
 
 
 def _samples_from_table(table: pa.Table) -> tuple[Sample, ...]:
@@ -125,9 +126,39 @@ def load_dataset(directory: str | os.PathLike) -> SplitDataset:
     """Read a dataset directory written by :func:`save_dataset`."""
     directory = Path(directory)
     if not directory.is_dir():
-        raise DataError(f"{directory}: dataset directory not found")
-    manifest = read_json(directory / "manifest.json")
-    frame = _read_table(directory / "catalog.parquet").to_pandas()
-    catalog = Catalog.from_frame(frame, domain=manifest.get("domain", "movies"))
-    splits = {split: _samples_from_table(_read_table(directory / f"{split}.parquet")) for split in SPLITS}
+        raise DataError(f"{directory}: dataset directory not found; give a folder written by `recbackdoor data prepare`")
+    manifest_path = directory / "manifest.json"
+    if not manifest_path.is_file():
+        raise DataError(f"{manifest_path}: file not found; is {directory} a dataset directory written by `recbackdoor data prepare`?")
+    manifest = read_json(manifest_path)
+    redo = "rerun `recbackdoor data prepare` (or the command that wrote it)"
+    if not isinstance(manifest, dict):
+        raise DataError(f"{manifest_path}: expected a JSON object, found {type(manifest).__name__}; the file is damaged: {redo}")
+    catalog_path = directory / "catalog.parquet"
+    try:
+        catalog = Catalog.from_frame(_read_table(catalog_path).to_pandas(), domain=manifest.get("domain", "movies"))
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DataError(f"{catalog_path}: not a catalog written by recbackdoor ({type(exc).__name__}: {exc}); {redo}") from None
+    check_titles(catalog.titles, range(1, len(catalog) + 1), str(catalog_path), unit="row")
+    splits = {}
+    for split in SPLITS:
+        path = directory / f"{split}.parquet"
+        table = _read_table(path)
+        try:
+            _check_item_ids(table, len(catalog))
+            splits[split] = _samples_from_table(table)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise DataError(f"{path}: not a {split} split written by recbackdoor ({type(exc).__name__}: {exc}); {redo}") from None
     return SplitDataset(catalog=catalog, manifest=manifest, **splits)
+
+
+def _check_item_ids(table: pa.Table, n_items: int) -> None:
+    """Every item id of a split table indexes the catalog (ValueError otherwise)."""
+    import pyarrow.compute as pc
+
+    for name in ("history", "candidates", "target"):
+        col = table.column(name)
+        values = pc.list_flatten(col) if pa.types.is_list(col.type) else col
+        if len(values) and (pc.min(values).as_py() < 0 or pc.max(values).as_py() >= n_items):
+            bad = pc.max(values).as_py() if pc.max(values).as_py() >= n_items else pc.min(values).as_py()
+            raise ValueError(f"{name} holds item id {bad}, outside the catalog's 0..{n_items - 1}")

@@ -105,5 +105,6 @@ def safe_load(path: str | os.PathLike, label: str | None = None) -> Any:
         raise
     except Exception as exc:  # truncated/corrupt input raises many types (EOFError, KeyError...)
         raise DataError(
-            f"{label}: not a readable pickled pandas DataFrame ({type(exc).__name__}: {exc})"
+            f"{label}: not a readable pickled pandas DataFrame ({type(exc).__name__}: {exc}); "
+            "the file is damaged or incomplete: download it again"
         ) from exc

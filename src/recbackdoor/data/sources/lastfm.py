@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..types import Catalog
+from ..validate import check_titles
 from . import llara
 from .common import LlaraData, RawData, SourceDir, build_interactions, index_items
 from .textfile import read_table
@@ -44,6 +45,7 @@ def _load_hetrec(src: SourceDir) -> RawData:
         encoding="utf-8",
     )
     index = index_items(artists["id"], artists["_line"], artists_file.label)
+    check_titles(artists["name"], artists["_line"], artists_file.label)
     catalog = Catalog(
         titles=tuple(name.strip() for name in artists["name"]),
         domain=DOMAIN,

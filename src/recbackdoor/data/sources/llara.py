@@ -32,6 +32,7 @@ import pandas as pd
 from ...errors import ConfigError, DataError
 from ..safe_pickle import safe_load
 from ..types import DOMAINS, Catalog
+from ..validate import check_titles
 from .common import LlaraData, Row, SourceDir, SourceFile, index_items, read_u_item
 from .textfile import read_table
 
@@ -109,6 +110,7 @@ def _read_catalog(src: SourceDir, domain: str | None) -> tuple[Catalog, dict[int
             rest_in_last=True,
         )
         index = index_items(table["id"], table["_line"], file.label)
+        check_titles(table["name"], table["_line"], file.label)
         catalog = Catalog(
             titles=tuple(name.strip() for name in table["name"]),
             domain=domain,
@@ -133,7 +135,7 @@ def _read_rows(
     """(history, target) per row, dense ids, pad removed, in file order."""
     frame = safe_load(file.path, file.label)
     if not isinstance(frame, pd.DataFrame):
-        raise DataError(f"{file.label}: expected a pandas DataFrame, found {type(frame).__name__}")
+        raise DataError(f"{file.label}: expected a pandas DataFrame, found {type(frame).__name__}; use LLaRA's original data files")
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise DataError(
@@ -141,13 +143,13 @@ def _read_rows(
             f"LLaRA frames have {', '.join(COLUMNS)} (found {', '.join(map(str, frame.columns))})"
         )
     if frame.empty:
-        raise DataError(f"{file.label}: the DataFrame has no rows")
+        raise DataError(f"{file.label}: the DataFrame has no rows; use LLaRA's complete data files")
 
     def dense(value: Any, row: int, allow_pad: bool) -> int | None:
         try:
             item = int(_item(value))
         except (TypeError, ValueError):
-            raise DataError(f"{file.label} row {row}: item {value!r} is not an item id") from None
+            raise DataError(f"{file.label} row {row}: item {value!r} is not an item id; use LLaRA's original data files") from None
         if item == pad and allow_pad:
             return None
         if item not in index:
@@ -162,7 +164,7 @@ def _read_rows(
         zip(frame["seq"], frame["len_seq"], frame["next"], strict=True)
     ):
         if not isinstance(seq, Sequence) or isinstance(seq, str):
-            raise DataError(f"{file.label} row {row}: seq is {type(seq).__name__}, not a list")
+            raise DataError(f"{file.label} row {row}: seq is {type(seq).__name__}, not a list; use LLaRA's original data files")
         history = tuple(
             d for d in (dense(v, row, allow_pad=True) for v in seq[: int(len_seq)]) if d is not None
         )

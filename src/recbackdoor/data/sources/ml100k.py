@@ -18,6 +18,7 @@ from pathlib import Path
 
 from ...errors import DataError
 from ..types import Catalog
+from ..validate import check_titles
 from . import llara
 from .common import ML100K_ENCODING as ENCODING
 from .common import ML100K_GENRES as GENRES
@@ -86,6 +87,7 @@ def _load_recbole() -> RawData:
         encoding="utf-8",
     )
     index = index_items(table["id"], table["_line"], item_file.label)
+    check_titles(table["title"], table["_line"], item_file.label)
     titles, years = [], []
     for title, year in zip(table["title"], table["year"], strict=True):
         # RecBole moved the last "(...)" of the title into release_year: "1995", but also "V"

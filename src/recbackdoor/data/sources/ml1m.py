@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..types import Catalog
+from ..validate import check_titles
 from .common import RawData, SourceDir, build_interactions, index_items, split_year
 from .textfile import read_table, to_int
 
@@ -31,6 +32,7 @@ def load(source: str | Path) -> RawData:
         encoding=ENCODING,
     )
     index = index_items(movies["MovieID"], movies["_line"], movies_file.label)
+    check_titles(movies["Title"], movies["_line"], movies_file.label)
     catalog = Catalog(
         titles=tuple(t.strip() for t in movies["Title"]),
         domain="movies",

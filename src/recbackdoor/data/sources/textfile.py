@@ -55,7 +55,7 @@ def _read_bytes(path: Path, label: str, encoding: str) -> bytes:
         raise DataError(f"{label}: file not found")
     data = path.read_bytes()
     if not data[:4096].strip() and not data.strip():  # the prefix spares a copy of a large file
-        raise DataError(f"{label}: file is empty")
+        raise DataError(f"{label}: file is empty; restore it from the dataset's download")
     if data.startswith((b"\xff\xfe", b"\xfe\xff")) or b"\x00" in data:
         raise DataError(
             f"{label}: looks like UTF-16 or binary (NUL bytes); save it as {encoding} text"
@@ -138,7 +138,7 @@ def _parse_lines(
         if lineno == 1 and header is not None:
             if [f.strip() for f in fields] != list(header):
                 raise DataError(
-                    f"{label} line 1: expected the header {sep.join(header)!r}, found {line[:80]!r}"
+                    f"{label} line 1: expected the header {sep.join(header)!r}, found {line[:80]!r}; is it the right file?"
                 )
             continue
         if len(fields) != n:
@@ -152,12 +152,12 @@ def _parse_lines(
                 value = conv(field.strip()) if conv is not str else field
             except ValueError:
                 raise DataError(
-                    f"{label} line {lineno}: {name} {field!r} is not a number"
+                    f"{label} line {lineno}: {name} {field!r} is not a number; fix or remove that line"
                 ) from None
             out[name].append(value)
         out["_line"].append(lineno)
     if not out[names[0]]:
-        raise DataError(f"{label}: no data lines")
+        raise DataError(f"{label}: no data lines; restore it from the dataset's download")
     return out
 
 
