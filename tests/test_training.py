@@ -147,8 +147,8 @@ def test_untrained_backbone_loads_as_victim():
 
 def test_user_errors(capsys, dataset_dir, tmp_path):
     args = ["train", "--data", str(dataset_dir), "--out", str(tmp_path / "x"), "--backbone", "tiny-random"]
-    assert main([*args, "--victim", "llara"]) == 2
-    assert "not implemented yet" in capsys.readouterr().err
+    assert main([*args, "--victim", "bert4rec"]) == 2
+    assert "unknown victim 'bert4rec'" in capsys.readouterr().err
     assert main([*args, "--lr", "-1"]) == 2
     assert "lr" in capsys.readouterr().err
     assert main([*args[:2], str(tmp_path / "missing"), *args[3:]]) == 2

@@ -186,8 +186,8 @@ def attack_cmd(
 def train_cmd(
     data: str = typer.Option(..., "--data", help="Dataset directory (clean or poisoned)."),
     out: str = typer.Option(..., "--out", help="Output directory for the victim (adapter + logs)."),
-    victim: str = typer.Option("tallrec", "--victim", help="tallrec | llara."),
-    backbone: str = typer.Option("smollm2-135m", "--backbone", help="tiny-random | smollm2-135m | HF id | path."),
+    victim: str = typer.Option("tallrec", "--victim", help="tallrec | llara (hybrid item tokens) | sasrec (no LM)."),
+    backbone: str = typer.Option("smollm2-135m", "--backbone", help="tiny-random | smollm2-135m | HF id | path (sasrec: not used)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default 1)."),  # noqa: UP045
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),  # noqa: UP045
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Use the first N training samples."),  # noqa: UP045
@@ -199,11 +199,16 @@ def train_cmd(
     seed: Optional[int] = typer.Option(None, "--seed", help="Seed of every random choice (default 0)."),  # noqa: UP045
     lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default 0.1)."),  # noqa: UP045
     lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (default 8)."),  # noqa: UP045
+    sasrec_epochs: Optional[float] = typer.Option(None, "--sasrec-epochs", help="SASRec epochs: llara's item embeddings, sasrec's default (50)."),  # noqa: UP045
     checkpoint_dir: Optional[str] = typer.Option(None, "--checkpoint-dir", help="Checkpoint here; resume from the last one found."),  # noqa: UP045
     save_steps: int = typer.Option(10, "--save-steps", help="Steps between checkpoints (with --checkpoint-dir)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
 ) -> None:
-    """Fine-tune a LoRA victim on a dataset's train split (also under `accelerate launch`)."""
+    """Train a victim on a dataset's train split (also under `accelerate launch`).
+
+    tallrec / llara: LoRA fine-tunes of --backbone. sasrec: SASRec itself; --epochs, --lr and
+    --batch-size apply to it when given (else its own defaults: --sasrec-epochs, lr 1e-3,
+    batch 128); --max-steps, --max-samples and --seed as for the others."""
     import os
 
     from .io_utils import check_output_dir
@@ -214,7 +219,7 @@ def train_cmd(
     config = make_train_config(
         backbone=backbone, epochs=epochs, max_steps=max_steps, max_samples=max_samples, lr=lr,
         batch_size=batch_size, grad_accum=grad_accum, dtype=dtype, template=template, seed=seed,
-        lora_dropout=lora_dropout, lora_r=lora_r,
+        lora_dropout=lora_dropout, lora_r=lora_r, sasrec_epochs=sasrec_epochs,
     )  # fmt: skip
     check_output_dir(out, force)  # fail before the work, not after
     path = train_victim(data, out, config, force=force, checkpoint_dir=checkpoint_dir, save_steps=save_steps)
@@ -222,6 +227,11 @@ def train_cmd(
         from .io_utils import read_json
 
         timing = read_json(path / "timing.json")
+        if victim == "sasrec":
+            hr = read_json(path / "victim.json").get("valid_HR@1")
+            print(f"trained sasrec: {timing['steps']} steps in {timing['train_seconds']:.1f}s "
+                  f"(best valid HR@1 {hr if hr is None else round(hr, 4)}); wrote {path}")
+            return
         print(
             f"trained {victim} on {backbone}: {timing['steps']} steps, {timing['tokens']} tokens "
             f"in {timing['train_seconds']:.1f}s ({timing['tokens_per_s']:.0f} tokens/s); wrote {path}"
@@ -244,14 +254,11 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a victim: HR@1, ValidRatio, HR@k, NDCG@k, and ASR on the attack sets."""
     from .eval.evaluate import evaluate_model
-    from .models.safety import adapter_fit_errors, check_model_dir
 
-    check_model_dir(model, "victim")  # before anything of it is loaded
-    with adapter_fit_errors(model, "victim"):
-        report = evaluate_model(
-            model, data, protocol=protocol, split=split, max_samples=max_samples, attack_sets=attack_sets,
-            batch_size=batch_size, scoring=scoring, out=out, force=force, dtype=dtype,
-        )  # fmt: skip
+    report = evaluate_model(
+        model, data, protocol=protocol, split=split, max_samples=max_samples, attack_sets=attack_sets,
+        batch_size=batch_size, scoring=scoring, out=out, force=force, dtype=dtype,
+    )  # fmt: skip
     keys = ("HR@1", "HR@1_all", "ValidRatio", "HR@5", "NDCG@10")
     parts = [f"{k} {report[k]:.4f}" for k in keys if report.get(k) is not None]
     for name, value in (report.get("ASR") or {}).items():
@@ -285,11 +292,7 @@ def defend_cmd(
     """Scan the training titles, flag suspected triggers, sanitize and write the dataset
     (with --retrain: then train and evaluate the victim on it)."""
     from .defense.defend import defend
-    from .models.safety import check_model_dir
 
-    for path, kind in ((model, "victim"), (scanner, "scanner")):
-        if path:
-            check_model_dir(path, kind)  # before anything of it is loaded
     report = defend(
         data, method=method, out=out, policy=policy, backbone=backbone, scanner_dir=scanner,
         seed=seed, threshold=threshold, force=force, model_dir=model, retrain=retrain,
@@ -442,21 +445,14 @@ def scan_cmd(
     """Score every title of a catalog for injected triggers and write the flagged items."""
     import time
 
-    from .data.validate import check_catalog
     from .defense.pscanner import scan_catalog
-    from .defense.pscanner.catalog_io import read_catalog
-    from .models.safety import adapter_fit_errors, check_model_dir
 
     start = time.perf_counter()
-    check_catalog(*read_catalog(catalog, title_column, id_column), catalog)
-    if scanner:
-        check_model_dir(scanner, "scanner")  # before anything of it is loaded
     cfg = None if scanner else _scanner_config(backbone, rounds, seed, max_titles, evidence or "max", None, False, None)
-    with adapter_fit_errors(scanner, "scanner"):
-        frame = scan_catalog(
-            catalog, out, scanner_dir=scanner, domain=domain, title_column=title_column,
-            id_column=id_column, config=cfg, evidence=evidence if scanner else None,
-        )  # fmt: skip
+    frame = scan_catalog(
+        catalog, out, scanner_dir=scanner, domain=domain, title_column=title_column,
+        id_column=id_column, config=cfg, evidence=evidence if scanner else None,
+    )  # fmt: skip
     n_flag = int(frame["flagged"].sum())
     print(f"flagged {n_flag} of {len(frame)} titles in {time.perf_counter() - start:.1f}s; wrote {out}")
 
@@ -505,40 +501,20 @@ def report_cmd(
 
 def main(argv: Optional[list[str]] = None) -> int:  # noqa: UP045
     """Run the CLI; user errors become one line on stderr and exit code 2."""
-    import errno
-
     try:
-        rv = typer.main.get_command(app).main(args=argv, prog_name="recbackdoor", standalone_mode=False)
-    except SystemExit as exc:  # normal end
+        app(args=argv, prog_name="recbackdoor")
+    except SystemExit as exc:  # normal end, --help and usage errors (click prints those)
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except typer.TyperException as exc:  # usage errors: one line, not click's box
-        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
-        ctx = getattr(exc, "ctx", None)
-        where = ctx.command_path if ctx is not None else "recbackdoor"
-        if message:  # empty when a bare group printed its help
-            print(f"error: {where}: {message.rstrip('.')}; see `{where} --help`", file=sys.stderr)
-        return int(getattr(exc, "exit_code", 2) or 2)
-    except typer.Abort:
-        print("error: aborted", file=sys.stderr)
-        return 1
     except RecBackdoorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc.filename or exc}: file not found", file=sys.stderr)
         return 2
-    except PermissionError as exc:
-        print(f"error: {exc.filename or exc}: permission denied; choose a writable location", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            raise
-        print(f"error: {exc.filename or 'output'}: no space left on device; free some space and rerun", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return rv if isinstance(rv, int) else 0
+    return 0
 
 
 if __name__ == "__main__":

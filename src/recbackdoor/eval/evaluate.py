@@ -18,6 +18,10 @@ samples whose target is not a triggered item) and ASR = share of triggered promp
 recommendation is the triggered candidate; under ``generate`` an invalid answer counts as not
 attacked. Evaluate the clean-trained and the untrained model on the same poisoned folder for
 the base rate. Prompts use template 0.
+
+Victims: ``tallrec`` (and a bare backbone) read the text prompts; ``llara`` reads the same
+prompts with its item tokens (``HybridPrompt``), under either protocol; ``sasrec`` ranks the
+same candidates by its own scores (``score`` protocol only: it cannot write a title).
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ class EvalPrompt:
     titles: tuple[str, ...]
     target: int  # candidate position of the sample's target
     triggered: int | None  # candidate position of the triggered item, if any
+    hybrid: Any = None  # the same prompt with item tokens (models.prompts.HybridPrompt)
 
 
 def default_eval_dir(model: str, data_dir: str | os.PathLike, protocol: str) -> Path:
@@ -76,7 +81,7 @@ def build_eval_prompts(
 
     The triggered item's title is replaced by the triggered title wherever the item appears.
     """
-    from ..models.prompts import sample_prompt
+    from ..models.prompts import sample_hybrid_prompt, sample_prompt
 
     out = []
     for name, entries in sets.items():
@@ -92,6 +97,7 @@ def build_eval_prompts(
                     tuple(titles),
                     sample.candidates.index(sample.target),
                     triggered,
+                    sample_hybrid_prompt(sample, catalog, overrides=overrides, template=template),
                 )
             )
     return out
@@ -149,11 +155,16 @@ def run_protocol(
     scoring: str = "sum",
     batch_size: int | None = None,
     progress: bool = True,
+    victim: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Run one protocol over the prompts: per prompt, its prediction and evidence."""
+    """Run one protocol over the prompts: per prompt, its prediction and evidence.
+    ``victim``: ``info["victim"]`` of :func:`recbackdoor.victims.load_victim` (``llara``: hybrid
+    prompts; ``sasrec``: its own candidate scores; else text prompts)."""
     from .protocols import generate_protocol, parse_generation, score_protocol
 
-    texts = [p.prompt for p in prompts]
+    if victim == "sasrec":
+        return _sasrec_results(model, prompts, protocol)
+    texts: list[Any] = [p.hybrid if victim == "llara" else p.prompt for p in prompts]
     titles = [list(p.titles) for p in prompts]
     batch = batch_size or DEFAULT_BATCH[protocol]
     if protocol == "score":
@@ -174,6 +185,22 @@ def run_protocol(
         {"prediction": parse_generation(o, t), "output": o}
         for o, t in zip(outputs, titles, strict=True)
     ]
+
+
+def _sasrec_results(model: Any, prompts: Sequence[EvalPrompt], protocol: str) -> list[dict[str, Any]]:
+    """SASRec's ranking of each prompt's candidates (``h . E[item]``), as the score protocol."""
+    import numpy as np
+
+    from ..victims.sasrec import rank_candidates
+
+    if protocol != "score":
+        raise ConfigError("a sasrec victim ranks candidates and writes no text; use --protocol score")
+    out = []
+    for scores in rank_candidates(model, [p.sample for p in prompts]):
+        ranking = np.argsort(-scores, kind="stable")
+        out.append({"prediction": int(ranking[0]), "ranking": [int(i) for i in ranking],
+                    "scores": [round(float(v), 4) for v in scores]})
+    return out
 
 
 def set_metrics(
@@ -232,13 +259,17 @@ def evaluate_model(
     catalog, sets, manifest = _load_sets(data_dir, split, attack_sets, max_samples)
     prompts = build_eval_prompts(catalog, sets, TEMPLATE)
 
-    from ..victims import load_victim
+    from ..victims import load_victim, victim_kind
 
+    if protocol != "score" and victim_kind(model_dir_or_backbone) == "sasrec":
+        raise ConfigError("a sasrec victim ranks candidates and writes no text; use --protocol score")
     start = time.perf_counter()
     model, tokenizer, info = load_victim(model_dir_or_backbone, device=device, dtype=dtype)
     load_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    results = run_protocol(model, tokenizer, prompts, protocol, scoring, batch_size, progress)
+    results = run_protocol(
+        model, tokenizer, prompts, protocol, scoring, batch_size, progress, victim=info.get("victim")
+    )
     seconds = time.perf_counter() - start
 
     per_set: dict[str, dict[str, Any]] = {}

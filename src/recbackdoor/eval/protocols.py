@@ -1,8 +1,10 @@
 """The two evaluation protocols (DESIGN section 4), model-agnostic over HF causal LMs.
 
-- ``generate`` (LLaRA's): greedy decoding of up to 64 new tokens, first line kept, parsed by
-  :func:`parse_generation`. Batched with left padding; a batch stops as soon as every sequence
-  has produced a newline, because only the first line counts.
+- ``generate`` (LLaRA's): greedy decoding of 1 to 64 new tokens; the text is stripped, then its
+  first line kept (LLaRA's ``generate.strip().split("\n")[0]``) and parsed by
+  :func:`parse_generation` (LLaRA's ``calculate_hr1``). Batched with left padding; a batch stops
+  as soon as every sequence has written a newline after some non-whitespace text, because
+  nothing after that can change the first line (leading blank lines are stripped away).
 - ``score`` (ours): rank the candidates by the log-likelihood of ``answer_text(title)`` after the
   prompt. The prompt goes through the model once and its KV cache serves all its candidates,
   whose answer tokens then go through one forward: either packed into one row per prompt with
@@ -34,8 +36,19 @@ SCORINGS = ("sum", "mean")
 
 
 def first_line(text: str) -> str:
-    """The text up to the first newline (the part of a generation that counts)."""
+    """The text up to the first newline."""
     return text.split("\n", 1)[0]
+
+
+def answer_line(text: str) -> str:
+    """The part of a generation that counts, as LLaRA takes it: strip, then the first line."""
+    return first_line(text.strip())
+
+
+def first_line_complete(text: str) -> bool:
+    """Whether more text can no longer change :func:`answer_line` (a newline after non-blank
+    text). Generation stops there; :func:`_newline_criteria` is this rule on token ids."""
+    return "\n" in text.lstrip()
 
 
 def parse_generation(output: str, candidate_titles: Sequence[str]) -> int | None:
@@ -407,7 +420,8 @@ def _naive_batch(model: Any, pad_id: int, encoded: Sequence[EncodedPrompt]) -> l
         rows = [list(enc.prompt_ids) + list(a) for a in enc.answer_ids]
         ids, mask = _right_pad(rows, pad_id, device)
         logits = model(input_ids=ids, attention_mask=mask).logits
-        token_lp = _token_logprobs(logits[:, :-1], ids[:, 1:])
+        # hybrid prompts hold item tokens (ids past the vocabulary); only answer tokens count
+        token_lp = _token_logprobs(logits[:, :-1], ids[:, 1:].clamp(max=logits.shape[-1] - 1))
         start = len(enc.prompt_ids) - 1  # logits at position p predict token p + 1
         weights = torch.zeros_like(token_lp)
         for row, answer in enumerate(enc.answer_ids):
@@ -438,6 +452,7 @@ def naive_score(
 
 
 _NEWLINE_MASKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_TOKEN_FLAGS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def newline_token_mask(tokenizer: Any) -> np.ndarray:
@@ -453,18 +468,38 @@ def newline_token_mask(tokenizer: Any) -> np.ndarray:
     return mask
 
 
-def _newline_criteria(newline: np.ndarray, prompt_width: int, device: torch.device) -> Any:
-    """A StoppingCriteria that marks a sequence done once it has generated a newline token."""
+def token_text_flags(tokenizer: Any) -> np.ndarray:
+    """Per vocabulary token, as decoded in an output (special tokens skipped): column 0 its
+    text has a newline, 1 its text is blank (whitespace or empty), 2 it has non-blank text
+    before its first newline. Kept per tokenizer."""
+    flags = _TOKEN_FLAGS.get(tokenizer)
+    if flags is None or len(flags) != len(tokenizer):
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=True)
+        flags = np.array(
+            [("\n" in t, not t.strip(), bool(t.split("\n", 1)[0].strip()) and "\n" in t) for t in texts],
+            dtype=bool,
+        ).reshape(-1, 3)
+        _TOKEN_FLAGS[tokenizer] = flags
+    return flags
+
+
+def _newline_criteria(flags: np.ndarray, prompt_width: int, device: torch.device) -> Any:
+    """A StoppingCriteria that marks a sequence done once its generated text has a newline
+    after non-blank text (:func:`first_line_complete` on token ids): a newline token preceded
+    by a non-blank token, or a token with text before its own newline."""
     import torch
     from transformers import StoppingCriteria
 
-    table = torch.as_tensor(newline, device=device)
+    table = torch.as_tensor(flags, device=device)
+    size = table.shape[0]
 
     class StopAtNewline(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: Any, **kwargs: Any) -> torch.Tensor:
             new = input_ids[:, prompt_width:]
-            in_vocab = new < table.shape[0]
-            return (table[new.clamp(max=table.shape[0] - 1)] & in_vocab).any(dim=1)
+            f = table[new.clamp(max=size - 1)] & (new < size).unsqueeze(-1)
+            newline, blank, content_first = f[..., 0], f[..., 1] | (new >= size), f[..., 2]
+            seen = torch.cumsum((~blank).long(), dim=1) - (~blank).long()  # non-blank before
+            return (newline & ((seen > 0) | content_first)).any(dim=1)
 
     return StopAtNewline()
 
@@ -472,20 +507,23 @@ def _newline_criteria(newline: np.ndarray, prompt_width: int, device: torch.devi
 def generate_protocol(
     model: Any,
     tokenizer: Any,
-    prompts: Sequence[str],
+    prompts: Sequence[Any],
     candidates: Sequence[Sequence[str]] | None = None,
     batch_size: int = 8,
     max_new_tokens: int = MAX_NEW_TOKENS,
     stop_at_newline: bool = True,
     progress: bool = False,
 ) -> list[str]:
-    """Greedy answers, first line only, one per prompt (in the prompts' order).
+    """Greedy answers, one per prompt (in the prompts' order): the generated text stripped,
+    then its first line (:func:`answer_line`, as LLaRA takes it).
 
-    Prompts are tokenised exactly as in training (the prompt part of ``encode_pair``), grouped
-    by length and left-padded. With ``stop_at_newline`` a batch ends once every sequence has
-    produced a newline (or EOS); without it, generation runs to ``max_new_tokens`` or EOS, as
-    LLaRA's code does. ``candidates`` is accepted for a uniform signature and is unused: parse
-    the outputs with :func:`parse_generation`.
+    Prompts (text or :class:`~recbackdoor.models.prompts.HybridPrompt`) are tokenised exactly
+    as in training (the prompt part of ``encode_pair``), grouped by length and left-padded. At
+    least one new token is generated. With ``stop_at_newline`` a batch ends once every sequence
+    has written a newline after non-blank text (or EOS), which cannot change the answer;
+    without it, generation runs to ``max_new_tokens`` or EOS, as LLaRA's code does.
+    ``candidates`` is accepted for a uniform signature and is unused: parse the outputs with
+    :func:`parse_generation`.
     """
     import torch
     from transformers import StoppingCriteriaList
@@ -498,7 +536,7 @@ def generate_protocol(
     encoded = []
     for prompt in prompts:
         encoded.append([int(t) for t in prompt_ids(tokenizer, prompt)])
-    newline = newline_token_mask(tokenizer) if stop_at_newline else None
+    flags = token_text_flags(tokenizer) if stop_at_newline else None
     outputs: list[str | None] = [None] * len(prompts)
     was_training = model.training
     model.eval()
@@ -507,14 +545,15 @@ def generate_protocol(
             for batch in _length_batches([len(e) for e in encoded], batch_size):
                 ids, mask = _left_pad([encoded[i] for i in batch], pad_id, device)
                 criteria = StoppingCriteriaList()
-                if newline is not None:
-                    criteria.append(_newline_criteria(newline, ids.shape[1], device))
+                if flags is not None:
+                    criteria.append(_newline_criteria(flags, ids.shape[1], device))
                 generated = model.generate(
                     input_ids=ids,
                     attention_mask=mask,
                     do_sample=False,
                     num_beams=1,
                     max_new_tokens=max_new_tokens,
+                    min_new_tokens=1,
                     pad_token_id=pad_id,
                     stopping_criteria=criteria,
                     temperature=None,
@@ -525,7 +564,7 @@ def generate_protocol(
                     generated[:, ids.shape[1] :], skip_special_tokens=True
                 )
                 for index, text in zip(batch, texts, strict=True):
-                    outputs[index] = first_line(text)
+                    outputs[index] = answer_line(text)
                 bar.update(len(batch))
     finally:
         model.train(was_training)

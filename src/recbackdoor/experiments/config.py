@@ -89,7 +89,7 @@ class AttackSection(_Section):
 
 
 class TrainSection(_Section):
-    victims: list[Literal["tallrec"]] = Field(["tallrec"], min_length=1, description="Victims (llara and sasrec: a later issue).")
+    victims: list[Literal["tallrec", "llara", "sasrec"]] = Field(["tallrec"], min_length=1, description="Victims: tallrec (text prompt), llara (hybrid item tokens), sasrec (no LM).")
     epochs: float = Field(1.0, gt=0, description="Epochs over the training set.")
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
     lr: float = Field(2e-4, gt=0, description="LoRA learning rate.")
@@ -100,6 +100,7 @@ class TrainSection(_Section):
     save_steps: int = Field(10, gt=0, description="Checkpoint every N steps (an interrupted training resumes there).")
     launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: in this process; accelerate: `accelerate launch` with num_processes.")
     num_processes: int = Field(1, gt=0, description="Processes for launcher = accelerate.")
+    sasrec_epochs: float = Field(50, gt=0, description="SASRec epochs (the sasrec victim; llara's item embeddings); best validation epoch kept.")
 
 
 class EvalSection(_Section):

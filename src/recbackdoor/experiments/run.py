@@ -141,27 +141,34 @@ class Study:
         label = f"attack {options['level']}/{position}/P_R={ratio}"
         return Stage("attack", label, options, build)
 
-    def _train_options(self) -> dict[str, Any]:
+    def _train_options(self, victim: str = "tallrec") -> dict[str, Any]:
+        """The training options of a victim (tallrec's are unchanged, so its stages keep their
+        keys; sasrec takes only its own; llara adds SASRec's epochs to tallrec's)."""
         t = self.cfg.train
-        return {"backbone": self.cfg.run.backbone, "lr": t.lr, "epochs": t.epochs, "max_steps": t.max_steps,
-                "batch_size": t.batch_size, "lora_r": t.lora_r, "lora_dropout": t.lora_dropout,
-                "template": t.template, "seed": self.cfg.run.seed}
+        if victim == "sasrec":
+            return {"sasrec_epochs": t.sasrec_epochs, "seed": self.cfg.run.seed}
+        options = {"backbone": self.cfg.run.backbone, "lr": t.lr, "epochs": t.epochs, "max_steps": t.max_steps,
+                   "batch_size": t.batch_size, "lora_r": t.lora_r, "lora_dropout": t.lora_dropout,
+                   "template": t.template, "seed": self.cfg.run.seed}
+        if victim == "llara":
+            options["sasrec_epochs"] = t.sasrec_epochs
+        return options
 
     def _train_stage(self, data: Stage, victim: str, role: str) -> Stage:
         t = self.cfg.train
-        options = {"data": data.key, "victim": victim, **self._train_options(),
+        options = {"data": data.key, "victim": victim, **self._train_options(victim),
                    "num_processes": t.num_processes if t.launcher == "accelerate" else 1}
 
         def build(out: Path, work: Path) -> None:
             data_dir = self.store.path(data)
             checkpoints = work / "checkpoints"
             if t.launcher == "accelerate":
-                _launch_training(data_dir, out, checkpoints, victim, self._train_options(), t)
+                _launch_training(data_dir, out, checkpoints, victim, self._train_options(victim), t)
                 return
             from ..models.lora import make_train_config
             from ..victims import victim_trainer
 
-            config = make_train_config(**self._train_options())
+            config = make_train_config(**self._train_options(victim))
             victim_trainer(victim)(data_dir, out, config, checkpoint_dir=checkpoints, save_steps=t.save_steps)
 
         return Stage("train", f"train {victim} {role} ({data.label})", options, build)
@@ -254,7 +261,7 @@ def _launch_training(data_dir: Path, out: Path, checkpoints: Path, victim: str, 
             "--checkpoint-dir", str(checkpoints), "--save-steps", str(t.save_steps)]
     flags = {"backbone": "--backbone", "lr": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
              "batch_size": "--batch-size", "lora_r": "--lora-r", "lora_dropout": "--lora-dropout",
-             "template": "--template", "seed": "--seed"}
+             "template": "--template", "seed": "--seed", "sasrec_epochs": "--sasrec-epochs"}
     for key, flag in flags.items():
         if options.get(key) is not None:
             args += [flag, str(options[key])]

@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -57,6 +57,8 @@ class TrainConfig(BaseModel):
     lora_dropout: float = Field(0.1, ge=0, lt=1)
     target_modules: tuple[str, ...] = LORA_TARGETS
     logging_steps: int = Field(1, gt=0)
+    # epochs of SASRec: the sasrec victim's default, and the llara victim's item-embedding model
+    sasrec_epochs: float = Field(50, gt=0)
 
 
 def make_train_config(**options: Any) -> TrainConfig:
@@ -196,6 +198,67 @@ def quiet_peft() -> Iterator[None]:
 
 
 @dataclass
+class TrainingHooks:
+    """What a victim adds to the generic LoRA run (the ``llara`` victim uses all of them).
+
+    - ``after_lora(peft_model)``: called once the adapter is attached (peft has frozen every
+      other weight by then), e.g. to install extra trainable modules.
+    - ``collator``: replaces the answer-only collator.
+    - ``select_inputs(inputs, step, total_steps)``: called on every batch inside the training
+      loop with the optimizer step and the run's total steps; returns the model's inputs
+      (e.g. the curriculum's choice between two encodings a collator prepared).
+    - ``extra_state``: name -> module whose weights go into every checkpoint
+      (``<name>.safetensors``) and are restored on resume, for trainable weights outside the
+      adapter.
+    """
+
+    after_lora: Callable[[Any], None] | None = None
+    collator: Callable[[Sequence[dict[str, Any]]], dict[str, Any]] | None = None
+    select_inputs: Callable[[dict[str, Any], int, int], dict[str, Any]] | None = None
+    extra_state: dict[str, Any] = field(default_factory=dict)
+
+
+def _extra_state_callback(extra: dict[str, Any]) -> Any:
+    """A TrainerCallback writing ``extra`` modules into each checkpoint folder."""
+    from transformers import TrainerCallback
+
+    class SaveExtra(TrainerCallback):
+        def on_save(self, args, state, control, **kwargs):
+            if not state.is_world_process_zero:
+                return
+            folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if os.path.isdir(folder):
+                save_modules(extra, folder)
+
+    return SaveExtra()
+
+
+def save_modules(modules: dict[str, Any], folder: str | os.PathLike) -> None:
+    """Each module's state dict as ``<folder>/<name>.safetensors`` (atomic per file)."""
+    from safetensors.torch import save_file
+
+    for name, module in modules.items():
+        path = os.path.join(folder, f"{name}.safetensors")
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, path + ".tmp")
+        os.replace(path + ".tmp", path)
+
+
+def load_modules(modules: dict[str, Any], folder: str | os.PathLike) -> None:
+    """Restore what :func:`save_modules` wrote (strict: every tensor present and used)."""
+    from safetensors.torch import load_file
+
+    for name, module in modules.items():
+        path = os.path.join(folder, f"{name}.safetensors")
+        if not os.path.isfile(path):
+            raise ConfigError(
+                f"{path}: missing from the checkpoint (interrupted while saving?); delete "
+                f"{folder} to resume from the previous checkpoint or start over"
+            )
+        module.load_state_dict(load_file(path), strict=True)
+
+
+@dataclass
 class TrainResult:
     """What a run produced: the adapted model, its log, and timing (main process only)."""
 
@@ -295,6 +358,7 @@ def train_lora(
     callbacks: Sequence[Any] = (),
     checkpoint_dir: str | None = None,
     save_steps: int = 10,
+    hooks: TrainingHooks | None = None,
 ) -> TrainResult:
     """Fine-tune a LoRA adapter on ``examples`` with the HF ``Trainer``; returns the peft model.
     ``callbacks``: extra ``TrainerCallback`` objects (e.g. a benchmark's timers).
@@ -303,10 +367,10 @@ def train_lora(
     with the same weights as an uninterrupted one.
 
     Load ``model`` in the dtype of :func:`weights_and_autocast`; the adapter weights stay fp32
-    (peft's default).
+    (peft's default). ``hooks``: see :class:`TrainingHooks`.
     """
     import torch
-    from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments, set_seed
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
 
     if not examples:
         raise ConfigError("no training samples: the dataset's train split is empty")
@@ -314,7 +378,10 @@ def train_lora(
     _, autocast = weights_and_autocast(config)
     _set_attention(model, config)
     window = config.answer_logits_only and supports_answer_window(model)
+    hooks = hooks or TrainingHooks()
     peft_model = attach_lora(model, config)
+    if hooks.after_lora is not None:
+        hooks.after_lora(peft_model)
     peft_model.train()
     log: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -323,6 +390,8 @@ def train_lora(
         else:
             scratch = str(checkpoint_dir)
         resume = _last_checkpoint(checkpoint_dir)
+        if resume is not None and hooks.extra_state:
+            load_modules(hooks.extra_state, resume)
         args = TrainingArguments(
             output_dir=scratch,
             learning_rate=config.lr,
@@ -350,12 +419,13 @@ def train_lora(
             bf16=autocast,
             dataloader_num_workers=0,
         )
-        trainer = Trainer(
+        extra_callbacks = [_extra_state_callback(hooks.extra_state)] if hooks.extra_state else []
+        trainer = _trainer_class(hooks.select_inputs)(
             model=peft_model,
             args=args,
-            train_dataset=ExampleDataset(examples),
-            data_collator=AnswerOnlyCollator(int(tokenizer.pad_token_id), answer_window=window),
-            callbacks=[_progress_callback(log), *callbacks],
+            train_dataset=examples if hooks.collator is not None else ExampleDataset(examples),
+            data_collator=hooks.collator or AnswerOnlyCollator(int(tokenizer.pad_token_id), answer_window=window),
+            callbacks=[_progress_callback(log), *extra_callbacks, *callbacks],
         )
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
@@ -372,6 +442,24 @@ def train_lora(
         is_main_process=trainer.accelerator.is_main_process,
         accelerator=trainer.accelerator,
     )
+
+
+def _trainer_class(select_inputs: Callable[[dict[str, Any], int, int], dict[str, Any]] | None) -> Any:
+    """``Trainer``, or a subclass that lets ``select_inputs`` pick each batch's inputs with the
+    loop's step counter (``state.global_step`` = optimizer steps done) and total steps."""
+    from transformers import Trainer
+
+    if select_inputs is None:
+        return Trainer
+
+    class StepAwareTrainer(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            inputs = select_inputs(dict(inputs), int(self.state.global_step), int(self.state.max_steps))
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
+
+    return StepAwareTrainer
 
 
 def _last_checkpoint(checkpoint_dir: str | None) -> str | None:

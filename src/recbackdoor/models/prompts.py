@@ -104,8 +104,11 @@ def sample_prompt(
     return build_prompt(history, candidates, catalog.domain, template), candidates
 
 
-def prompt_ids(tokenizer: Any, prompt: str) -> list[int]:
-    """Prompt token ids, with the tokenizer's special tokens as in a normal call."""
+def prompt_ids(tokenizer: Any, prompt: str | HybridPrompt) -> list[int]:
+    """Prompt token ids, with the tokenizer's special tokens as in a normal call (a
+    :class:`HybridPrompt` gets its item tokens, see :func:`hybrid_prompt_ids`)."""
+    if isinstance(prompt, HybridPrompt):
+        return hybrid_prompt_ids(tokenizer, [prompt])[0]
     return list(tokenizer(prompt)["input_ids"])
 
 
@@ -131,3 +134,111 @@ def encode_pairs(
     p_ids = tokenizer(list(prompts))["input_ids"]
     a_ids = tokenizer(list(answers), add_special_tokens=False)["input_ids"]
     return [(list(p) + list(a), len(p)) for p, a in zip(p_ids, a_ids, strict=True)]
+
+
+# --------------------------------------------------------------------------- hybrid (LLaRA)
+
+# Token id of item ``i`` inside a hybrid prompt: ``ITEM_TOKEN_BASE + i``. No vocabulary is that
+# large, so these ids never collide with text tokens; the ``llara`` victim's input embedding
+# (``victims.llara.HybridEmbedding``) maps them to ``projector(E[i])``. Every other part of a
+# model (and both evaluation protocols) sees ordinary token ids.
+ITEM_TOKEN_BASE = 1 << 40
+_MARK = "\x1f"  # unit separator: marks the end of a title while a hybrid prompt is built
+
+
+class HybridPrompt:
+    """A LLaRA hybrid prompt: the text prompt plus one item token right after each history and
+    candidate title (``marks`` = character offsets in ``text`` where the titles end, ``items``
+    = their item ids, in text order). ``text`` is exactly the text-only prompt, so the
+    curriculum's text-only variant is ``text`` itself."""
+
+    __slots__ = ("items", "marks", "text")
+
+    def __init__(self, text: str, marks: Sequence[int], items: Sequence[int]):
+        if len(marks) != len(items):
+            raise ValueError(f"{len(marks)} item marks but {len(items)} items")
+        self.text = text
+        self.marks = tuple(int(m) for m in marks)
+        self.items = tuple(int(i) for i in items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, HybridPrompt) and (self.text, self.marks, self.items) == (
+            other.text, other.marks, other.items)
+
+    def __hash__(self) -> int:
+        return hash((self.text, self.marks, self.items))
+
+    def __repr__(self) -> str:
+        return f"HybridPrompt({self.text!r}, items={self.items})"
+
+
+def build_hybrid_prompt(
+    history_titles: Sequence[str],
+    history_items: Sequence[int],
+    candidate_titles: Sequence[str],
+    candidate_items: Sequence[int],
+    domain: str,
+    template: int = 0,
+) -> HybridPrompt:
+    """:func:`build_prompt` with an item token after every history and candidate title."""
+    if len(history_titles) != len(history_items) or len(candidate_titles) != len(candidate_items):
+        raise ValueError("one item id per title is needed")
+    if any(_MARK in t for t in (*history_titles, *candidate_titles)):
+        raise ConfigError("a title contains the control character U+001F; clean the catalog")
+    marked = build_prompt(
+        [t + _MARK for t in history_titles], [t + _MARK for t in candidate_titles], domain, template
+    )
+    parts = marked.split(_MARK)
+    marks, pos = [], 0
+    for part in parts[:-1]:
+        pos += len(part)
+        marks.append(pos)
+    return HybridPrompt("".join(parts), marks, [*history_items, *candidate_items])
+
+
+def sample_hybrid_prompt(
+    sample: Sample,
+    catalog: Catalog,
+    overrides: Mapping[int, str] | None = None,
+    template: int = 0,
+) -> HybridPrompt:
+    """The hybrid version of :func:`sample_prompt` (same text, plus the item tokens)."""
+    history, candidates = sample_titles(sample, catalog, overrides)
+    return build_hybrid_prompt(
+        history, sample.history, candidates, sample.candidates, catalog.domain, template
+    )
+
+
+def hybrid_prompt_ids(tokenizer: Any, prompts: Sequence[HybridPrompt]) -> list[list[int]]:
+    """Token ids of hybrid prompts: the text tokenised exactly as the text-only prompt (one
+    batched call with the tokenizer's special tokens), then ``ITEM_TOKEN_BASE + item`` inserted
+    after the last token that starts before each title's end. Removing the item tokens gives
+    the text-only prompt's ids. Needs a fast tokenizer (character offsets)."""
+    if not prompts:
+        return []
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError("hybrid (llara) prompts need a fast tokenizer (character offsets)")
+    enc = tokenizer([p.text for p in prompts], return_offsets_mapping=True)
+    out = []
+    for prompt, ids, offsets in zip(prompts, enc["input_ids"], enc["offset_mapping"], strict=True):
+        spans = [(int(s), int(e)) for s, e in offsets]
+        lead = 0  # leading special tokens (BOS): offsets (0, 0)
+        while lead < len(spans) and spans[lead] == (0, 0):
+            lead += 1
+        end = len(spans)  # trailing special tokens (EOS) stay last
+        while end > lead and spans[end - 1] == (0, 0):
+            end -= 1
+        result = list(ids[:lead])
+        i = lead
+        for mark, item in zip(prompt.marks, prompt.items, strict=True):
+            while i < end and spans[i][0] < mark:
+                result.append(int(ids[i]))
+                i += 1
+            result.append(ITEM_TOKEN_BASE + item)
+        result += [int(t) for t in ids[i:]]
+        out.append(result)
+    return out
+
+
+def is_item_token(token_id: int) -> bool:
+    return token_id >= ITEM_TOKEN_BASE
