@@ -254,11 +254,14 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a victim: HR@1, ValidRatio, HR@k, NDCG@k, and ASR on the attack sets."""
     from .eval.evaluate import evaluate_model
+    from .models.safety import adapter_fit_errors, check_model_dir
 
-    report = evaluate_model(
-        model, data, protocol=protocol, split=split, max_samples=max_samples, attack_sets=attack_sets,
-        batch_size=batch_size, scoring=scoring, out=out, force=force, dtype=dtype,
-    )  # fmt: skip
+    check_model_dir(model, "victim")  # before anything of it is loaded
+    with adapter_fit_errors(model, "victim"):
+        report = evaluate_model(
+            model, data, protocol=protocol, split=split, max_samples=max_samples, attack_sets=attack_sets,
+            batch_size=batch_size, scoring=scoring, out=out, force=force, dtype=dtype,
+        )  # fmt: skip
     keys = ("HR@1", "HR@1_all", "ValidRatio", "HR@5", "NDCG@10")
     parts = [f"{k} {report[k]:.4f}" for k in keys if report.get(k) is not None]
     for name, value in (report.get("ASR") or {}).items():
@@ -292,7 +295,11 @@ def defend_cmd(
     """Scan the training titles, flag suspected triggers, sanitize and write the dataset
     (with --retrain: then train and evaluate the victim on it)."""
     from .defense.defend import defend
+    from .models.safety import check_model_dir
 
+    for path, kind in ((model, "victim"), (scanner, "scanner")):
+        if path:
+            check_model_dir(path, kind)  # before anything of it is loaded
     report = defend(
         data, method=method, out=out, policy=policy, backbone=backbone, scanner_dir=scanner,
         seed=seed, threshold=threshold, force=force, model_dir=model, retrain=retrain,
@@ -445,14 +452,21 @@ def scan_cmd(
     """Score every title of a catalog for injected triggers and write the flagged items."""
     import time
 
+    from .data.validate import check_catalog
     from .defense.pscanner import scan_catalog
+    from .defense.pscanner.catalog_io import read_catalog
+    from .models.safety import adapter_fit_errors, check_model_dir
 
     start = time.perf_counter()
+    check_catalog(*read_catalog(catalog, title_column, id_column), catalog)
+    if scanner:
+        check_model_dir(scanner, "scanner")  # before anything of it is loaded
     cfg = None if scanner else _scanner_config(backbone, rounds, seed, max_titles, evidence or "max", None, False, None)
-    frame = scan_catalog(
-        catalog, out, scanner_dir=scanner, domain=domain, title_column=title_column,
-        id_column=id_column, config=cfg, evidence=evidence if scanner else None,
-    )  # fmt: skip
+    with adapter_fit_errors(scanner, "scanner"):
+        frame = scan_catalog(
+            catalog, out, scanner_dir=scanner, domain=domain, title_column=title_column,
+            id_column=id_column, config=cfg, evidence=evidence if scanner else None,
+        )  # fmt: skip
     n_flag = int(frame["flagged"].sum())
     print(f"flagged {n_flag} of {len(frame)} titles in {time.perf_counter() - start:.1f}s; wrote {out}")
 
@@ -501,20 +515,40 @@ def report_cmd(
 
 def main(argv: Optional[list[str]] = None) -> int:  # noqa: UP045
     """Run the CLI; user errors become one line on stderr and exit code 2."""
+    import errno
+
     try:
-        app(args=argv, prog_name="recbackdoor")
-    except SystemExit as exc:  # normal end, --help and usage errors (click prints those)
+        rv = typer.main.get_command(app).main(args=argv, prog_name="recbackdoor", standalone_mode=False)
+    except SystemExit as exc:  # normal end
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except typer.TyperException as exc:  # usage errors: one line, not click's box
+        message = exc.format_message() if hasattr(exc, "format_message") else str(exc)
+        ctx = getattr(exc, "ctx", None)
+        where = ctx.command_path if ctx is not None else "recbackdoor"
+        if message:  # empty when a bare group printed its help
+            print(f"error: {where}: {message.rstrip('.')}; see `{where} --help`", file=sys.stderr)
+        return int(getattr(exc, "exit_code", 2) or 2)
+    except typer.Abort:
+        print("error: aborted", file=sys.stderr)
+        return 1
     except RecBackdoorError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc.filename or exc}: file not found", file=sys.stderr)
         return 2
+    except PermissionError as exc:
+        print(f"error: {exc.filename or exc}: permission denied; choose a writable location", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        print(f"error: {exc.filename or 'output'}: no space left on device; free some space and rerun", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return rv if isinstance(rv, int) else 0
 
 
 if __name__ == "__main__":
