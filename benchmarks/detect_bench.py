@@ -9,6 +9,11 @@ level, every detector through ``defend``'s ``detect()``), and the tables are cop
     nice -n 10 .venv/bin/python benchmarks/detect_bench.py --datasets ml100k --methods stat,embed
     .venv/bin/python benchmarks/detect_bench.py --policies per-sample,fixed --reuse-models
     .venv/bin/python benchmarks/detect_bench.py --methods pscanner --scanner-dir runs/scanners  # DIR/<dataset>
+
+P-Scanner: without ``--scanner-dir`` one scanner per dataset is trained on the clean training
+titles (``--scanner-from clean``, the default) and reused in every cell; ``--scanner-from
+cell`` trains one per poisoned catalog, as ``defend`` does (see pscanner_defend_bench.py for
+that path, timed end to end).
 """
 
 from __future__ import annotations
@@ -52,6 +57,26 @@ def prepared(name: str, work: Path) -> Path:
     return out
 
 
+def trusted_scanner(data: Path, out: Path, backbone: str | None, seed: int) -> Path:
+    """A P-Scanner trained once (``ScannerConfig.fast``, as ``defend`` trains) on the clean
+    dataset's distinct training titles, saved to ``out`` and reused by every cell: the "trusted
+    catalog of the domain" way to avoid learning a poisoned catalog's trigger as clean."""
+    from recbackdoor.data.io import load_dataset
+    from recbackdoor.defense.defend import training_items
+    from recbackdoor.defense.pscanner import PScanner, ScannerConfig
+
+    if (out / "scanner.json").is_file():
+        return out
+    clean = load_dataset(data)
+    titles = sorted({clean.catalog.titles[i] for i in training_items(clean)})
+    start = time.perf_counter()
+    cfg = ScannerConfig.fast(**({"backbone": backbone} if backbone else {}), seed=seed)
+    scanner = PScanner(**({"backbone": backbone} if backbone else {})).fit(titles, clean.catalog.domain, train_config=cfg)
+    scanner.save(out)
+    print(f"trained a scanner on {len(titles)} clean titles of {data.name} in {time.perf_counter() - start:.0f}s: {out}", flush=True)
+    return out
+
+
 def parser(description: str, default_methods: str) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--datasets", default="lastfm,ml100k,steam")
@@ -59,7 +84,13 @@ def parser(description: str, default_methods: str) -> argparse.ArgumentParser:
     ap.add_argument("--levels", default="char,word,sentence")
     ap.add_argument("--policies", default="per-sample,fixed")
     ap.add_argument("--ratio", type=float, default=0.01)
-    ap.add_argument("--scanner-dir", default=None, help="trained P-Scanners: DIR/<dataset> (default: fit trains one per cell)")
+    ap.add_argument("--scanner-dir", default=None, help="trained P-Scanners: DIR/<dataset> (default: see --scanner-from)")
+    ap.add_argument(
+        "--scanner-from", choices=("clean", "cell"), default="clean",
+        help="without --scanner-dir: 'clean' trains one scanner per dataset (ScannerConfig.fast) on the clean "
+        "training titles, a trusted catalog of the domain, and reuses it in every cell; 'cell' lets fit train "
+        "one on each poisoned catalog, as `defend` does without --scanner (minutes per cell)",
+    )  # fmt: skip
     ap.add_argument("--model", default=None, help="victim for bki/strip (one for every dataset; default: base backbone)")
     ap.add_argument("--backbone", default=None, help="onion/bki LM and P-Scanner backbone (default smollm2-135m)")
     ap.add_argument("--seed", type=int, default=0)
@@ -86,6 +117,8 @@ def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion
         scanner = None
         if args.scanner_dir and "pscanner" in args.methods.split(","):
             scanner = str(Path(args.scanner_dir) / name)
+        elif args.scanner_from == "clean" and "pscanner" in args.methods.split(","):
+            scanner = str(trusted_scanner(data, args.work / f"scanner-{name}", args.backbone, args.seed))
         config = BenchConfig(
             levels=tuple(args.levels.split(",")), methods=tuple(args.methods.split(",")),
             policies=tuple(args.policies.split(",")), ratio=args.ratio, scanner_dir=scanner, model=args.model,

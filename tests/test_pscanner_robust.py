@@ -13,7 +13,7 @@ import pytest
 
 from recbackdoor.attack.triggers import insert_trigger
 from recbackdoor.defense.pscanner import PScanner, ScannerConfig
-from recbackdoor.defense.pscanner.evidence import CatalogEvidence, combine
+from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE, CatalogEvidence, combine
 from recbackdoor.defense.pscanner.robust import robust_negatives, suspicious_titles
 
 # several words of every length, so no word has a shape of its own (as in a real catalog)
@@ -69,15 +69,15 @@ def test_evidence_finds_a_trigger_on_20_percent_of_titles(level, trigger, positi
     assert y.mean() == pytest.approx(0.2, abs=0.01)
     own = planted_scores(titles, y)
     e = CatalogEvidence(titles, own).evidence(titles)  # defaults: no share cap
-    assert e[y == 1].min() > 0.25  # every poisoned title carries the group's evidence
-    assert e[y == 0].max() < 0.2  # no clean title gets as much
-    flagged = combine(own, e, "max", t_own=0.99, t_group=0.22) >= 0.5
+    assert e[y == 1].min() > 3 * MIN_GROUP_SCORE  # every poisoned title carries the group's evidence
+    assert e[y == 0].max() < MIN_GROUP_SCORE  # no clean title gets near it
+    flagged = combine(own, e, "max", t_own=0.99, t_group=MIN_GROUP_SCORE) >= 0.5
     assert flagged.tolist() == y.astype(bool).tolist()
     assert own[y == 0].max() > own[y == 1].min()  # while no per-title cut could do it
     # the old cap (fragments on more than 10% of the titles ignored) loses poison: only
     # chance subsets ("1995 5v", "5v the") are left to carry evidence
     capped = CatalogEvidence(titles, own, max_share=0.1).evidence(titles)
-    assert (capped[y == 1] >= 0.22).mean() < 0.7
+    assert (capped[y == 1] >= MIN_GROUP_SCORE).mean() < 0.7
 
 
 def test_common_clean_fragments_are_not_flagged():
@@ -89,13 +89,13 @@ def test_common_clean_fragments_are_not_flagged():
     for frag, word in common.items():
         holders = [i for i, t in enumerate(titles) if word in t.lower() and y[i] == 0]
         assert len(holders) >= 0.05 * len(titles)  # common, not a handful
-        assert e[holders].max() < 0.2, word
-        assert ev.group.get(frag, 0.0) < 0.05, frag  # never a suspicious group of its own
+        assert e[holders].max() < MIN_GROUP_SCORE, word
+        assert ev.group.get(frag, 0.0) < MIN_GROUP_SCORE, frag  # never a suspicious group of its own
     assert ev.span(titles[int(np.flatnonzero(y)[0])]) == "_5v"
     # a clean catalog: nothing stands out at all
     clean = clean_catalog()
     own_clean = planted_scores(clean, np.zeros(len(clean), int))
-    assert CatalogEvidence(clean, own_clean).evidence(clean).max() < 0.2
+    assert CatalogEvidence(clean, own_clean).evidence(clean).max() < MIN_GROUP_SCORE
 
 
 @pytest.mark.parametrize(
@@ -168,18 +168,22 @@ def test_thresholds_use_the_mean_f1_of_catalogs_and_a_strict_title_channel():
     from recbackdoor.defense.pscanner.calibrate import two_channel_thresholds
     from recbackdoor.defense.pscanner.evidence import CHANNEL_OFF
 
-    # catalog 0: 2 of 100 poisoned, weak group evidence 0.15; catalog 1: 40 of 200, group 0.4,
-    # and a clean group of 3 at 0.2. Pooled F1 sacrifices catalog 0 to keep the 3 clean titles
+    # catalog 0: 2 of 100 poisoned, weak group evidence 6; catalog 1: 40 of 200, group 20,
+    # and a clean group of 3 at 8. Pooled F1 sacrifices catalog 0 to keep the 3 clean titles
     # out; the mean of the two F1s keeps catalog 0 (3 false positives in catalog 1)
     y = np.r_[np.zeros(98), np.ones(2), np.zeros(160), np.ones(40)].astype(int)
-    group = np.r_[np.zeros(98), [0.15, 0.15], np.r_[np.full(3, 0.2), np.zeros(157)], np.full(40, 0.4)]
+    group = np.r_[np.zeros(98), [6.0, 6.0], np.r_[np.full(3, 8.0), np.zeros(157)], np.full(40, 20.0)]
     own = np.where(y == 1, 0.5, 0.2)  # below the best clean validation title: group decides
     seg = np.r_[np.zeros(100), np.ones(200)].astype(int)
     clean_own = np.full(50, 0.6)
     t_own, t_grp = two_channel_thresholds(y, own, group, clean_own, np.zeros(50), "best-f1", 0.01, segments=seg)
-    assert t_own == CHANNEL_OFF and 0 < t_grp <= 0.15
+    assert t_own == CHANNEL_OFF and MIN_GROUP_SCORE <= t_grp <= 6.0
     _, t_pooled = two_channel_thresholds(y, own, group, clean_own, np.zeros(50), "best-f1", 0.01)
-    assert t_pooled > 0.2  # pooled F1 drops the small catalog's two titles
+    assert t_pooled > 8.0  # pooled F1 drops the small catalog's two titles
+    # a group weaker than MIN_GROUP_SCORE is never taken, whatever the validation F1
+    weak = np.where(group == 6.0, 1.0, group)
+    _, t_weak = two_channel_thresholds(y, own, weak, clean_own, np.zeros(50), "best-f1", 0.01, segments=seg)
+    assert t_weak == MIN_GROUP_SCORE
     # per-title channel: own 0.7 is above the best clean validation title (0.6), so usable...
     own = np.where(y == 1, 0.7, 0.2)
     none = np.zeros_like(group)

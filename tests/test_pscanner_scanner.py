@@ -188,16 +188,16 @@ def test_two_channel_thresholds_separate_odd_clean_titles_from_a_suspicious_grou
     rng = np.random.default_rng(0)
     n = 400
     own = rng.uniform(0, 0.6, n)
-    group = rng.uniform(0, 0.3, n)
+    group = rng.uniform(0, 4.0, n)  # group scores: significance in log10 units
     y = np.zeros(n, int)
     y[:6] = 1
     own[:6] = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]  # the trigger's titles: mixed per-title scores
-    group[:6] = 0.75  # ...but a shared fragment with a high group mean
+    group[:6] = 9.0  # ...but a shared fragment that chance would not produce
     own[6:10] = 0.97  # odd clean titles, no suspicious group
     t_own, t_grp = two_channel_thresholds(y, own, group, own[6:], group[6:], "best-f1", 0.01)
     flags = (own >= t_own) | (group >= t_grp)
     assert flags[:6].all() and not flags[6:].any()
-    assert t_own > 0.97 and 0.3 < t_grp <= 0.75
+    assert t_own > 0.97 and 5.0 <= t_grp <= 9.0
 
 
 def test_title_channel_never_flags_a_held_out_clean_title():
@@ -209,10 +209,10 @@ def test_title_channel_never_flags_a_held_out_clean_title():
     rng = np.random.default_rng(1)
     n = 300
     own = rng.uniform(0, 0.5, n)
-    group = rng.uniform(0, 0.2, n)
+    group = rng.uniform(0, 2.0, n)
     y = np.zeros(n, int)
     y[:6] = 1
-    group[:4] = 0.8  # four poisoned titles in a suspicious group
+    group[:4] = 8.0  # four poisoned titles in a suspicious group
     own[4:6] = 0.9  # two more only their own score points at
     own[6] = 0.95  # an odd clean title
     clean = slice(6, None)
@@ -226,9 +226,9 @@ def test_channels_switch_off_when_no_positive_stands_out():
     """Positives below every clean title and in no group: flag nothing (a zero group
     threshold would flag the whole catalog)."""
     from recbackdoor.defense.pscanner.calibrate import two_channel_thresholds
-    from recbackdoor.defense.pscanner.evidence import CHANNEL_OFF
+    from recbackdoor.defense.pscanner.evidence import CHANNEL_OFF, GROUP_OFF
 
     own = np.array([0.1, 0.2, 0.9, 0.3, 0.4])
     group = np.array([0.0, 0.0, 0.0, 0.0, 0.1])
     y = np.array([1, 1, 0, 0, 0])
-    assert two_channel_thresholds(y, own, group, own[2:], group[2:], "best-f1", 0.01) == (CHANNEL_OFF, CHANNEL_OFF)
+    assert two_channel_thresholds(y, own, group, own[2:], group[2:], "best-f1", 0.01) == (CHANNEL_OFF, GROUP_OFF)

@@ -153,37 +153,96 @@ def test_fragments_include_glued_char_triggers():
     assert "w:5v" in f and "5v$" in f and "w:toy story" in f
 
 
-def test_evidence_lifts_a_shared_suspicious_fragment_only():
-    clean = [f"{a} {b}" for a in ("Blue", "Red", "Green", "Gold") for b in ("River", "Sky", "Moon", "Sun", "Road")]
-    titles = clean + ["Blue River cf", "Red Sky cf", "Gold Moon cf"]
-    own = np.array([0.1] * len(clean) + [0.6, 0.9, 0.7])
-    own[0] = 0.8  # one suspicious-looking clean title, no suspicious group
-    ev = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=0.0)
+def _grid_catalog(n_adj: int = 12) -> list[str]:
+    """Two-word titles where every word is shared by a dozen titles (as common words are)."""
+    adj = ("Blue", "Red", "Green", "Gold", "Iron", "Lead", "Pale", "Dark", "Wild", "Cold", "Lost", "Free")[:n_adj]
+    noun = ("River", "Sky", "Moon", "Sun", "Road", "Star", "Fire", "Rain", "Song", "Town", "Heart", "Light")
+    return [f"{a} {b}" for a in adj for b in noun]
+
+
+def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
+    """10 of 144 titles carry "cf" and score high; one odd clean title scores high alone.
+    The group's score is exactly the best Bonferroni-corrected binomial tail over the cuts,
+    checked against scipy; nothing clean gets any evidence."""
+    from scipy.stats import binom
+
+    from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE, TAIL_SHARES
+
+    clean = _grid_catalog()
+    picked = set(range(0, len(clean), 14))  # 11 titles, no two sharing both words
+    titles = [f"{t} cf" if i in picked else t for i, t in enumerate(clean)]
+    y = np.array([int(i in picked) for i in range(len(clean))])
+    rng = np.random.default_rng(0)
+    own = np.where(y == 1, rng.uniform(0.6, 0.9, len(y)), rng.uniform(0.01, 0.3, len(y)))
+    own[1] = 0.95  # one suspicious-looking clean title, in no suspicious group
+    ev = CatalogEvidence(titles, own, min_count=3)
     e = ev.evidence(titles)
-    assert np.allclose(e[-3:], (0.6 + 0.9 + 0.7) / 3 - own.mean())  # excess over the catalog
-    assert e[0] < 0.2  # its shared fragments ("blue", "river") average over clean titles
-    shrunk = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=3.0).evidence(titles)
-    assert np.allclose(shrunk[-3:], (0.6 + 0.9 + 0.7 + 3 * own.mean()) / 6 - own.mean())
-    comb = combine(own, e, "max", t_own=0.85, t_group=0.4)
-    assert (comb[-3:] >= 0.5).all() and (comb[: len(clean)] < 0.5).all()
-    assert (combine(own, e, "max", t_own=0.75, t_group=0.4) >= 0.5).sum() == 4  # own channel
-    assert (comb >= 0).all() and (comb <= 1).all()
+    # the reference: every fragment held by >= 3 titles is tested, at every cut
+    n_tested = sum(1 for f, m in ev_members(titles).items() if len(m) >= 3)
+    best = 0.0
+    for c in TAIL_SHARES:
+        hot = own >= np.quantile(own, 1 - c)
+        k, n, p = int(hot[y == 1].sum()), int(y.sum()), hot.mean()
+        if k > n * p:
+            best = max(best, -np.log10(binom.sf(k - 1, n, p)))
+    expected = best - np.log10(n_tested * len(TAIL_SHARES))
+    assert expected > MIN_GROUP_SCORE
+    assert e[y == 1] == pytest.approx(np.full(y.sum(), expected))
+    assert e[y == 0].max() == 0.0  # "blue", "river": shared, but not by suspicious titles
+    comb = combine(own, e, "max", t_own=0.97, t_group=MIN_GROUP_SCORE)
+    assert (comb >= 0.5).tolist() == y.astype(bool).tolist()
+    assert (combine(own, e, "max", t_own=0.9, t_group=MIN_GROUP_SCORE) >= 0.5).sum() == y.sum() + 1  # own channel
     assert np.array_equal(combine(own, e, "off"), own)
 
 
+def ev_members(titles: list[str]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for i, t in enumerate(titles):
+        for f in fragments(t):
+            out.setdefault(f, set()).add(i)
+    return out
+
+
+def test_evidence_reads_alike_at_any_catalog_size():
+    """10 poisoned titles clear the group threshold in a catalog of 144 titles and in one of
+    1,440 (more clearly there: 10 titles in its top 1% are rarer by chance), which a mean
+    score shrunk by a pseudo-count in proportion to the catalog did not (issue 10's LastFM
+    fixed-policy case); four clean titles sharing a word, two of them odd, stay below it."""
+    from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE
+
+    rng = np.random.default_rng(1)
+    scores = {}
+    for copies in (1, 10):
+        clean = [f"{t} {'' if k == 0 else 'Vol. ' + str(k)}".strip() for k in range(copies) for t in _grid_catalog()]
+        picked = set(rng.choice(len(clean), 10, replace=False).tolist())
+        odd = [i for i in range(len(clean)) if i not in picked][:4]
+        titles = [f"Zq {t}" if i in picked else (f"{t} Remix" if i in odd else t) for i, t in enumerate(clean)]
+        own = np.where([i in picked for i in range(len(titles))], 0.99, rng.uniform(0.01, 0.5, len(titles)))
+        own[odd] = [0.99, 0.98, 0.3, 0.2]  # "Remix": 4 titles, 2 of them odd-looking
+        e = CatalogEvidence(titles, own).evidence(titles)
+        scores[copies] = (e[sorted(picked)].min(), e[odd].max())
+    for poisoned, odd in scores.values():
+        assert poisoned > MIN_GROUP_SCORE > odd
+    assert scores[10][0] >= scores[1][0]
+
+
 def test_evidence_claims_titles_greedily_so_common_words_do_not_inherit():
+    from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE
+
     sentence = "I listened to this on vinyl"
-    clean = [f"{a} {b}" for a in ("Blue", "Red", "Green", "Gold", "Iron", "Lead") for b in ("River", "Sky", "Moon", "Sun")]
+    clean = _grid_catalog()
     clean += ["Rock On", "Hold On", "Carry On", "Songs to Sing", "Back to Black", "Listen to This Radio"]
-    poisoned = [f"{t} {sentence}" for t in clean[:24:5]]
+    poisoned = [f"{t} {sentence}" for t in clean[:144:13]]
     titles = clean + poisoned
     own = np.where([t in poisoned for t in titles], 0.7, 0.15)
-    ev = CatalogEvidence(titles, own, min_count=3, max_share=0.5, shrink=1.0, floor_quantile=0.5)
+    ev = CatalogEvidence(titles, own)
     e = ev.evidence(titles)
-    assert (e[-len(poisoned):] > 0.3).all()
-    assert (e[: len(clean)] < 0.1).all()  # "on", "to", "to this" titles were claimed by the sentence
+    assert (e[-len(poisoned):] > MIN_GROUP_SCORE).all()
+    # "on", "to", "to this" are shared with the poisoned titles, which the sentence claimed
+    # first: the clean "Rock On" inherits nothing (a mean over the "on" titles would be high)
+    assert (e[: len(clean)] == 0).all()
     assert ev.span(poisoned[0]) == sentence
-    assert ev.evidence(["New Title " + sentence])[0] > 0.3  # a title outside the catalog
+    assert ev.evidence(["New Title " + sentence])[0] > MIN_GROUP_SCORE  # a title outside the catalog
 
 
 @pytest.mark.parametrize(
@@ -196,11 +255,11 @@ def test_evidence_claims_titles_greedily_so_common_words_do_not_inherit():
     ],
 )
 def test_evidence_span_is_the_whole_reused_trigger(trigger, make):
-    clean = [f"{a} {b}" for a in ("Blue", "Red", "Green", "Gold", "Iron") for b in ("River", "Sky", "Moon", "Sun", "To")]
-    picked = clean[::6][:4]  # no two share a word, so only the trigger is shared
+    clean = _grid_catalog()
+    picked = clean[::13][:10]  # the diagonal: no two share a word, so only the trigger is shared
     poisoned = [make(t) for t in picked]
     titles = [t for t in clean if t not in picked] + poisoned
-    own = np.array([0.1] * (len(titles) - 4) + [0.8] * 4)
+    own = np.array([0.1] * (len(titles) - 10) + [0.8] * 10)
     ev = CatalogEvidence(titles, own, min_count=3, max_share=0.3)
     for t in poisoned:
         assert ev.span(t) == trigger

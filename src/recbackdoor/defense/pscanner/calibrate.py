@@ -3,11 +3,11 @@
 The validation set is what a scanned catalog looks like: held-out clean titles with a
 realistic share of titles carrying one reused trigger, one catalog per (level, validation
 trigger). Validation triggers are never trained on. Shares alternate between the two BadRec
-makes: 1% (few targets, as the ``fixed`` policy) and 20% (the ``per-sample`` policy at
-P_R 1% triggers 10-20% of a catalog), so the thresholds hold at both prevalences (a balanced
+makes: 3% (about 10 of 300 titles, as the ``fixed`` policy's 10 targets) and 20% (the
+``per-sample`` policy at P_R 1% triggers 10-20% of a catalog), so the thresholds hold at both prevalences (a balanced
 set would put them far too low). The per-title threshold is the best F1 on the pooled
 catalogs; the two channel thresholds of the combined score maximise the mean F1 over the
-catalogs, so the many titles of a 20% catalog do not outvote the 1% ones. Option: a target
+catalogs, so the many titles of a 20% catalog do not outvote the 3% ones. Option: a target
 FPR on the clean titles.
 
 The best-F1 cut is moved to the middle (in logit space) of the gap below it, so the same
@@ -22,7 +22,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ...eval.detection import detection_metrics, threshold_at_fpr, threshold_best_f1
-from .evidence import CHANNEL_OFF, COMBINED_THRESHOLD, CatalogEvidence, combine
+from .evidence import (
+    CHANNEL_OFF,
+    COMBINED_THRESHOLD,
+    GROUP_OFF,
+    MIN_GROUP_SCORE,
+    CatalogEvidence,
+    combine,
+)
 from .synth import poison_catalog
 
 THRESHOLD_RULES = ("best-f1", "fpr")
@@ -102,17 +109,17 @@ def two_channel_thresholds(
     the catalogs instead of the pooled F1. FPR rule: half the target FPR to each channel, on
     clean titles."""
     if rule == "fpr":
-        return threshold_at_fpr(clean_own, target_fpr / 2), threshold_at_fpr(clean_group, target_fpr / 2)
+        return threshold_at_fpr(clean_own, target_fpr / 2), max(threshold_at_fpr(clean_group, target_fpr / 2), MIN_GROUP_SCORE)
     if rule != "best-f1":
         raise ValueError(f"unknown threshold rule {rule!r}; use one of {', '.join(THRESHOLD_RULES)}")
     pos = y == 1
     if not pos.any():
-        return CHANNEL_OFF, CHANNEL_OFF
+        return CHANNEL_OFF, GROUP_OFF
     strict = max(float(np.max(clean_own)) if len(clean_own) else 0.0, 0.0)
     if own_margin_logit > 0 and strict > 0:  # beyond the best clean title, by a margin
         strict = float(1.0 / (1.0 + np.exp(-(_logit(strict) + own_margin_logit))))
     cand_own = np.append(np.unique(own[pos & (own > strict)]), CHANNEL_OFF)
-    cand_grp = np.append(np.unique(group[pos & (group > 0)]), CHANNEL_OFF)  # 0: no group
+    cand_grp = np.append(np.unique(group[pos & (group > 0)]), GROUP_OFF)  # 0: no group
     by_own = own[None, :] >= cand_own[:, None]  # (a, n)
     by_grp = group[None, :] >= cand_grp[:, None]  # (b, n)
     n_pos = int(pos.sum())
@@ -121,7 +128,7 @@ def two_channel_thresholds(
         starts = np.flatnonzero(np.r_[True, segments[1:] != segments[:-1]])
         seg_pos = np.add.reduceat(pos.astype(int), starts)
     best_key: tuple = (-1.0, 0, 0.0)
-    t_own, t_grp = CHANNEL_OFF, CHANNEL_OFF
+    t_own, t_grp = CHANNEL_OFF, GROUP_OFF
     for j, b in enumerate(cand_grp):
         flags = by_own | by_grp[j][None, :]
         n_flag = flags.sum(axis=1)
@@ -138,7 +145,7 @@ def two_channel_thresholds(
             if key > best_key:
                 best_key, t_own, t_grp = key, float(a), float(b)
     t_own = t_own if t_own >= CHANNEL_OFF else with_margin(own, t_own)
-    t_grp = t_grp if t_grp >= CHANNEL_OFF else with_margin(group, t_grp, logit=False)
+    t_grp = t_grp if t_grp >= GROUP_OFF else max(with_margin(group, t_grp, logit=False), MIN_GROUP_SCORE)
     return t_own, t_grp
 
 

@@ -1,16 +1,26 @@
 """Evidence across titles (DESIGN 5): BadRec reuses one trigger, so the poisoned titles share a
-fragment. A fragment's *group score* is the mean per-title scanner score of the catalog titles
-that contain it, shrunk towards the catalog mean (pseudo-titles in proportion to the catalog),
-so a group of 40 moderately suspicious titles outweighs three odd ones. Averaging turns many uncertain verdicts
-into a confident one, while a common fragment ("the", "love") averages over clean titles.
+fragment, and the scanner scores them high together. A fragment's *group score* asks how
+unlikely that is by chance: of the ``n`` catalog titles that contain it, ``k`` are among the
+catalog's most suspicious (per-title scores in its top ``c``, a share ``p0`` of the catalog),
+and the score is the significance ``-log10 P(Binomial(n, p0) >= k)``, best over a few cuts
+``c`` (1% ... 40%), minus ``log10`` of the number of fragments and cuts tried (a Bonferroni
+correction, so a catalog of 5,000 titles and ~20,000 fragments does not find "significant"
+coincidences that a 300-title validation catalog never shows).
 
-Groups explain titles greedily: the best-scoring group claims its titles, and every other
+Why a significance and not the mean score of the group: a mean shrunk towards the catalog
+needs a pseudo-count, and no pseudo-count fits both a 300-title validation catalog and a
+4,600-title scan: BadRec's ``fixed`` policy (10 poisoned artists of LastFM's 4,606) scored
+below its calibrated threshold (F1 0.00), while groups of 3-6 odd clean names ("Maroon 5",
+"Jurassic 5") scored almost as high. Ten titles all in the top 5% happen by chance with
+probability 0.05^10 = 1e-13; four of "... 5" in the top 5% with ~1e-5, less after the
+correction. The score reads the same at any catalog size and prevalence: 10 targets or 20%
+of the catalog.
+
+Groups explain titles greedily: the most significant group claims its titles, and every other
 group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
 titles were already claimed by the sentence. A title's evidence is the score of the group
-that claimed it, as its excess over the catalog's mean score (0 if no group scored above the
-catalog's ``floor_quantile``): an excess, so one threshold fits catalogs whose titles look
-more or less odd overall.
+that claimed it (0 if no group is significant).
 
 Fragments: lower-cased word 1-3-grams (words split on spaces and on the glue characters
 ``_ - .``) plus the first and last 2-4 characters of the title (a glued char trigger).
@@ -24,13 +34,22 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 import numpy as np
+from scipy.special import gammaln, logsumexp
 
 _WORD_SPLIT = re.compile(r"[\s_\-.]+")
 _EDGE = "()[]{}\"'.,:;!?"
 _GLUE = "_-.~| "
 MODES = ("off", "max")
 COMBINED_THRESHOLD = 0.5  # the cut of the combined score (see ``combine``)
-CHANNEL_OFF = 2.0  # a channel threshold no score in [0, 1] reaches
+CHANNEL_OFF = 2.0  # a per-title threshold no score in [0, 1] reaches
+GROUP_OFF = 1e9  # a group threshold no significance reaches (finite: thresholds go to JSON)
+# the lowest group threshold calibration may choose (log10 units: under independence chance
+# would produce such a group once in 100,000 catalogs). A 300-title validation catalog has no
+# coincidental groups, so its best-F1 cut can fall near 0; real catalogs have some, because
+# the scanner's suspicion follows content: six LastFM names sharing "5" ("Maroon 5", "Jurassic
+# 5", ...) scored 1.8, eleven ML-100K titles starting "Mr." 2.8, while the fixed policy's 10
+# targets scored 12.8 (LastFM) and 15.9 (ML-100K)
+MIN_GROUP_SCORE = 5.0
 
 
 def fragments(title: str, max_n: int = 3) -> set[str]:
@@ -49,13 +68,35 @@ def fragments(title: str, max_n: int = 3) -> set[str]:
     return out
 
 
+TAIL_SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)  # "suspicious" = the catalog's top 1% ... 40%
+
+
+class _BinomialTail:
+    """``-log10 P(Binomial(n, p) >= k)`` for one catalog, exact in log space (no underflow at
+    k = n = 1,000), with the log-factorials computed once."""
+
+    def __init__(self, n_max: int) -> None:
+        self.log_fact = gammaln(np.arange(n_max + 2, dtype=float) + 1.0)  # log k!
+
+    def neg_log10(self, k: int, n: int, p: float) -> float:
+        if k <= 0:
+            return 0.0
+        j = np.arange(k, n + 1)
+        lf = self.log_fact
+        log_pmf = lf[n] - lf[j] - lf[n - j] + j * np.log(p) + (n - j) * np.log1p(-p)
+        return float(-logsumexp(log_pmf) / np.log(10))
+
+
 class CatalogEvidence:
-    """Greedy group evidence of one catalog (see module docstring). A fragment counts when it
-    occurs in at least ``min_count`` titles and at most ``max_share`` of them (default: no
+    """Greedy group evidence of one catalog (see module docstring). A fragment is tested when
+    it occurs in at least ``min_count`` titles and at most ``max_share`` of them (default: no
     cap; BadRec's per-sample policy puts one trigger on 10-20% of a catalog, and a cap of 10%
-    threw exactly that fragment away; common clean fragments such as "the" or "(1995)"
-    average over clean titles and are claimed after the trigger's group, so they stay low). Group scores
-    are shrunk with ``shrink_share * len(titles)`` pseudo-titles (or ``shrink`` of them)."""
+    threw exactly that fragment away). "Suspicious" is tried at several cuts: the titles at or
+    above the catalog's ``1 - c`` score quantile for each ``c`` in ``tail_shares`` (their actual
+    share, ties included, is the chance rate of that cut), so 10 titles at the very top and a
+    fifth of the catalog somewhat above the rest are both found. A group's score is its best
+    significance over the cuts in log10 units, corrected for the fragments and cuts tried;
+    only groups scoring above 0 (fewer than one expected by chance) are kept."""
 
     def __init__(
         self,
@@ -63,13 +104,13 @@ class CatalogEvidence:
         scores: Sequence[float] | np.ndarray,
         min_count: int = 3,
         max_share: float = 1.0,
-        shrink_share: float = 0.005,
-        floor_quantile: float = 0.75,
-        shrink: float | None = None,
+        tail_shares: Sequence[float] = TAIL_SHARES,
     ) -> None:
         own = np.asarray(scores, dtype=float)
         if len(own) != len(titles):
             raise ValueError("one score per title is needed")
+        if not tail_shares or not all(0.0 < c < 1.0 for c in tail_shares):
+            raise ValueError(f"tail shares must be in (0, 1), got {list(tail_shares)}")
         self.titles = [str(t) for t in titles]
         self.index = {t: i for i, t in reversed(list(enumerate(self.titles)))}
         members: dict[str, list[int]] = defaultdict(list)
@@ -77,24 +118,27 @@ class CatalogEvidence:
             for f in fragments(t):
                 members[f].append(i)
         cap = max(min_count, int(max_share * len(titles)))
-        prior = float(own.mean()) if len(own) else 0.0
-        # pseudo-titles at the catalog mean, in proportion to the catalog: a group holding a
-        # given share of the catalog is weighted alike in a 500-title validation catalog and
-        # a 5,000-title scan, while a handful of odd titles counts for less in a big catalog
-        shrink = max(1.0, shrink_share * len(own)) if shrink is None else float(shrink)
-        floor = float(np.quantile(own, floor_quantile)) if len(own) else 1.0
+        tested = {f: np.asarray(idx) for f, idx in members.items() if min_count <= len(idx) <= cap}
+        n_all = max(len(own), 1)
+        # one 0/1 row per cut; the chance rate of each kept off 0 and 1 so every tail is finite
+        cuts = [float(np.quantile(own, 1.0 - c)) for c in tail_shares] if len(own) else []
+        hot = np.array([own >= cut for cut in cuts], dtype=bool).reshape(len(cuts), len(own))
+        rates = np.clip(hot.mean(axis=1) if len(own) else np.zeros(0), 1.0 / (n_all + 1), n_all / (n_all + 1))
+        self.correction = float(np.log10(max(len(tested), 1) * len(tail_shares)))
+        tail = _BinomialTail(len(own))
 
         def value(idx: np.ndarray) -> float:
-            return float((own[idx].sum() + shrink * prior) / (len(idx) + shrink))
+            ks, n = hot[:, idx].sum(axis=1), len(idx)
+            best = max((tail.neg_log10(int(k), n, float(p)) for k, p in zip(ks, rates, strict=True) if k > n * p), default=0.0)
+            return best - self.correction
 
         self.members: dict[str, tuple[int, ...]] = {}
         heap: list[tuple[float, int, str]] = []
-        for f, idx in members.items():
-            if min_count <= len(idx) <= cap:
-                v = value(np.asarray(idx))
-                if v >= floor:
-                    self.members[f] = tuple(idx)
-                    heap.append((-v, -len(f), f))
+        for f, idx in tested.items():
+            v = value(idx)
+            if v > 0:
+                self.members[f] = tuple(idx.tolist())
+                heap.append((-v, -len(f), f))
         heapq.heapify(heap)
         claimed = np.zeros(len(own), dtype=bool)
         self.claim = np.full(len(own), -1, dtype=int)  # index into self.picks
@@ -106,20 +150,19 @@ class CatalogEvidence:
             if len(rest) < min_count:
                 continue
             v = value(rest)
-            if v < floor:
+            if v <= 0:
                 continue
             if heap and (-v, neg_len, f) > heap[0]:
                 heapq.heappush(heap, (-v, neg_len, f))
                 continue
             self.claim[rest] = len(self.picks)
             claimed[rest] = True
-            self.picks.append((f, v - prior, len(rest)))  # excess over the catalog mean
-        self.prior = prior
+            self.picks.append((f, v, len(rest)))
         self.group = {f: v for f, v, _ in self.picks}
 
     def evidence(self, titles: Sequence[str]) -> np.ndarray:
-        """Group score (excess over the catalog mean) of the group that claimed each title, 0
-        if none. A title outside the fitted catalog gets the best picked group among its
+        """Group score (significance, log10 units) of the group that claimed each title, 0 if
+        none. A title outside the fitted catalog gets the best picked group among its
         fragments."""
         out = np.zeros(len(titles))
         for k, t in enumerate(titles):

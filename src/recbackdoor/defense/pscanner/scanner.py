@@ -23,6 +23,9 @@ from .evidence import CHANNEL_OFF, COMBINED_THRESHOLD, MODES, CatalogEvidence, c
 
 DOMAIN_LABEL = {"movies": "Movie", "music": "Artist", "games": "Game"}
 PROMPT_VERSION = 1
+# 2: group score = Bonferroni-corrected binomial significance (evidence.py); the group
+# thresholds of a scanner calibrated under version 1 (shrunk mean scores) mean nothing now
+EVIDENCE_VERSION = 2
 SCANNER_JSON = "scanner.json"
 CHANNELS = ("llm", "evidence", "both")  # see PScanner.set_channels
 ADAPTER_DIR = "adapter"
@@ -201,8 +204,6 @@ class PScanner:
         return {
             "min_count": int(self.config.get("evidence_min_count", 3)),
             "max_share": float(self.config.get("evidence_max_share", 1.0)),
-            "shrink_share": float(self.config.get("evidence_shrink_share", 0.005)),
-            "floor_quantile": float(self.config.get("evidence_floor_quantile", 0.75)),
         }
 
     def title_scores(self, titles: Sequence[str]) -> np.ndarray:
@@ -253,6 +254,7 @@ class PScanner:
         return {
             "format": "recbackdoor-pscanner",
             "prompt_version": PROMPT_VERSION,
+            "evidence_version": EVIDENCE_VERSION,
             "backbone": self.backbone,
             "domain": self.domain,
             "threshold": self.threshold_title if self.evidence_mode == "off" else COMBINED_THRESHOLD,
@@ -294,6 +296,11 @@ def load_scanner(
         raise RecBackdoorError(f"{meta_path}: not a P-Scanner file (format {meta.get('format')!r})")
     if meta.get("prompt_version") != PROMPT_VERSION:
         raise RecBackdoorError(f"{meta_path}: prompt version {meta.get('prompt_version')} is not {PROMPT_VERSION}; retrain the scanner")
+    if meta.get("evidence_thresholds") is not None and meta.get("evidence_version", 1) != EVIDENCE_VERSION:
+        raise RecBackdoorError(
+            f"{meta_path}: calibrated for cross-title evidence version {meta.get('evidence_version', 1)}, "
+            f"this recbackdoor uses version {EVIDENCE_VERSION}; retrain the scanner (recbackdoor scanner train)"
+        )
     if not (directory / ADAPTER_DIR / "adapter_config.json").is_file():
         raise RecBackdoorError(f"{directory / ADAPTER_DIR}: adapter files missing; retrain the scanner")
     if loader is None:

@@ -75,15 +75,15 @@ class ScannerConfig:
     exclude_triggers: tuple[str, ...] = field(default_factory=attack_default_triggers)
     # validation / threshold
     n_val_clean: int = 500
-    val_share: float = 0.01
+    # ~10 of 300 validation titles, as the fixed policy's 10 targets: the cross-title evidence
+    # is a significance, and 3 poisoned titles (1%) are not significant in any catalog
+    val_share: float = 0.03
     val_share_large: float = 0.2  # every other validation trigger (BadRec per-sample: 10-20%); 0: off
     threshold: str = "best-f1"  # or "fpr"
     target_fpr: float = 0.01
     evidence: str = "max"  # off | max (cross-title evidence, see evidence.py)
     evidence_min_count: int = 3
     evidence_max_share: float = 1.0  # no cap: BadRec's per-sample policy triggers 10-20% of a catalog
-    evidence_shrink_share: float = 0.005  # pseudo-titles per catalog title (see evidence.py)
-    evidence_floor_quantile: float = 0.75
     # the per-title channel of the combined score must clear the best clean validation title
     # by this much (logit): a few hundred validation titles cannot show the odd titles of a
     # catalog of thousands (ML-100K: "Mat' i syn (1997)" 0.81 vs validation max ~0.6)
