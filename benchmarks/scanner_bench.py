@@ -3,10 +3,11 @@
 both channels, ``pscanner-llm``: per-title LLM score only, ``pscanner-evidence``: cross-title
 evidence only) from one fitted scanner.
 
-Without ``--scanner-dir`` every cell's scanner is trained by ``fit`` on that cell's poisoned
-training titles, as ``recbackdoor defend --method pscanner`` does without ``--scanner``
-(minutes per cell on CPU); with ``--scanner-dir DIR`` the scanner ``DIR/<dataset>`` (from
-``recbackdoor scanner train``) is loaded for every cell. Prints the machine and settings.
+Without ``--scanner-dir`` one scanner per dataset is trained on the clean training titles and
+reused in every cell (``--scanner-from clean``, the default), or one per cell on that cell's
+poisoned training titles (``--scanner-from cell``, as ``recbackdoor defend --method pscanner``
+does without ``--scanner``; minutes per cell on CPU); with ``--scanner-dir DIR`` the scanner
+``DIR/<dataset>`` (from ``recbackdoor scanner train``) is loaded for every cell. Prints the machine and settings.
 (Before issue 10 this script trained scanners itself and poisoned 1% of a catalog with its own
 helper; those results stay in ``benchmarks/results/scanner_bench.json``.)
 

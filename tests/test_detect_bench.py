@@ -194,6 +194,7 @@ def test_parse_models():
         (["--methods", "stat,strip"], "method strip needs a victim"),
         (["--methods", "stat", "--scanner", "x"], "--scanner is only used by method pscanner"),
         (["--ratio", "1.5"], "--ratio must be in (0, 1)"),
+        (["--position", "middle"], "unknown --position 'middle'"),
         (["--model", "char=a", "--model", "word=b"], "no victim for level(s) sentence"),
     ],
 )

@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 
 from ..attack.badrec import POLICIES
-from ..attack.triggers import LEVELS
+from ..attack.triggers import LEVELS, POSITIONS
 from ..errors import ConfigError
 from ..io_utils import atomic_output_dir, check_output_dir, write_json
 
@@ -91,6 +91,8 @@ class BenchConfig:
         self.policies = _one_of_each("policy", self.policies, POLICIES)
         if not 0.0 < self.ratio < 1.0:
             raise ConfigError(f"--ratio must be in (0, 1), got {self.ratio}")
+        if self.position not in POSITIONS:
+            raise ConfigError(f"unknown --position {self.position!r}; use one of {', '.join(POSITIONS)}")
         if self.scanner_dir is not None and "pscanner" not in self.methods:
             raise ConfigError("--scanner is only used by method pscanner; add it to --methods or drop --scanner")
         if "strip" in self.methods and not self.model:
