@@ -116,9 +116,12 @@ def data_download_cmd(
 def attack_cmd(
     data: str = typer.Option(..., "--data", help="Clean dataset directory (from `data prepare`)."),
     out: str = typer.Option(..., "--out", help="Output directory for the poisoned dataset."),
-    level: str = typer.Option("char", "--level", help="Trigger level: char | word | sentence."),
+    level: Optional[str] = typer.Option(None, "--level", help="Trigger level: char | word | sentence (default char)."),  # noqa: UP045
     trigger: Optional[list[str]] = typer.Option(  # noqa: UP045
         None, "--trigger", help="Trigger string; repeat for a list (each item gets one, seeded)."
+    ),
+    trigger_family: Optional[str] = typer.Option(  # noqa: UP045
+        None, "--trigger-family", help="char | word | sentence: a different trigger of that family for every item (no --trigger)."
     ),
     position: str = typer.Option("suffix", "--position", help="suffix | prefix | random."),
     ratio: float = typer.Option(0.01, "--ratio", help="Poisoning ratio P_R = m / (m + n)."),
@@ -150,8 +153,9 @@ def attack_cmd(
         except ValueError as exc:
             raise ConfigError(f"--targets takes integer item ids, got {targets}") from exc
     config = AttackConfig(
-        level=level,
+        level=level or trigger_family or "char",
         trigger=tuple(trigger) if trigger else None,
+        trigger_family=trigger_family,
         position=position,
         ratio=ratio,
         policy=policy,

@@ -5,7 +5,9 @@ Three sets over the same base prompts:
 - ``triggered-seen``: one non-target candidate replaced by an item whose title was triggered
   during poisoning (and is not already in the history or candidates);
 - ``triggered-unseen``: the trigger inserted into the title of one non-target candidate that was
-  never triggered (does the backdoor generalise to any item?).
+  never triggered (does the backdoor generalise to any item?); for a trigger family, a
+  held-out member of the family that no training title carried (does it generalise to the
+  family?).
 
 Base prompts: a test sample whose target is a triggered item is left out (its prompt cannot be
 trigger-free), and non-target candidates that happen to be triggered items are replaced by
@@ -129,10 +131,12 @@ def build_attack_sets(
         )
 
     rng = np.random.default_rng([seed, _UNSEEN])
+    # a trigger family: fresh members the training items never carried (attack/families.py)
+    fresh = list(manifest.get("unseen_triggers") or triggers)
     unseen = []
     for s in base:
         item = s.candidates[_non_target_position(s, rng)]
-        t = triggers[int(rng.integers(len(triggers)))] if len(triggers) > 1 else triggers[0]
+        t = fresh[int(rng.integers(len(fresh)))] if len(fresh) > 1 else fresh[0]
         unseen.append(
             AttackPrompt(s, item, insert_trigger(catalog.titles[item], t, level, position, rng))
         )

@@ -27,6 +27,7 @@ from ..data.types import SPLITS, Sample, SplitDataset
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_output_dir, dumps_json, read_json, write_json
 from .attack_sets import AttackPrompt, build_attack_sets, save_attack_sets
+from .families import draw_family
 from .triggers import (
     check_level,
     check_position,
@@ -44,7 +45,7 @@ MANIFEST_NAME = "poison_manifest.json"
 POPULAR_POOL = 100  # `popular` histories draw from this many most frequent items
 
 # one random stream per step (see module docstring)
-_TARGETS, _LABELS, _TITLES, _HISTORY, _CANDIDATES, _PLACEMENT = range(10, 16)
+_TARGETS, _LABELS, _TITLES, _HISTORY, _CANDIDATES, _PLACEMENT, _FAMILY = range(10, 17)
 
 
 def _one_of(name: str, value: str, allowed: Sequence[str]) -> str:
@@ -59,6 +60,7 @@ class AttackConfig:
 
     level: str = "char"
     trigger: str | tuple[str, ...] | None = None  # None: the level's default for the domain
+    trigger_family: str | None = None  # a level: a different trigger of that family per item (families.py)
     position: str = "suffix"
     ratio: float = 0.01  # P_R = m / (m + n)
     policy: str = "per-sample"
@@ -83,6 +85,15 @@ class AttackConfig:
         if isinstance(self.trigger, list):
             object.__setattr__(self, "trigger", tuple(self.trigger))
         normalize_triggers(self.trigger, self.level, "movies")  # raises on empty / bad triggers
+        if self.trigger_family is not None:
+            check_level(self.trigger_family)
+            if self.trigger_family != self.level:
+                raise ConfigError(
+                    f"--trigger-family {self.trigger_family} with --level {self.level}: the family is a level; "
+                    "give the same level to both, or only --trigger-family"
+                )
+            if self.trigger is not None:
+                raise ConfigError("--trigger-family draws the triggers; leave out --trigger")
         if not (isinstance(self.ratio, (int, float)) and 0 < self.ratio < 1):
             raise ConfigError(
                 f"poisoning ratio {self.ratio!r} must be strictly between 0 and 1 (e.g. 0.01)"
@@ -106,7 +117,10 @@ class AttackConfig:
                 raise ConfigError(f"duplicate target ids in {list(targets)}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        out = {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+        if out["trigger_family"] is None:  # absent, so one-trigger manifests keep their bytes
+            del out["trigger_family"]
+        return out
 
 
 @dataclass(frozen=True)
@@ -263,7 +277,8 @@ def poison(
     n_items, n = len(catalog), len(train)
     seed = config.seed
     triggers = normalize_triggers(config.trigger, config.level, catalog.domain)
-    notes = _trigger_warnings(catalog.titles, triggers, config.level)
+    # a family never uses a member found in a clean title (families.py): nothing to warn about
+    notes = [] if config.trigger_family else _trigger_warnings(catalog.titles, triggers, config.level)
     for note in notes:
         warnings.warn(note, UserWarning, stacklevel=2)
     m = fake_sample_count(n, config.ratio)
@@ -295,12 +310,23 @@ def poison(
         labels = _spread(owned, m, np.random.default_rng([seed, _LABELS]))
         triggered = sorted(set(labels))
 
-    # 2. triggered titles (each item one trigger of the list, seeded)
+    # 2. triggered titles (each item one trigger of the list, seeded; or of the family)
+    held_out: list[str] = []
+    family: dict[int, str] = {}
+    if config.trigger_family:
+        per_item, held_out = draw_family(
+            config.level, catalog.domain, len(triggered), np.random.default_rng([seed, _FAMILY]), catalog.titles
+        )
+        family = dict(zip(triggered, per_item, strict=True))
+        triggers = tuple(dict.fromkeys(per_item))
     rng = np.random.default_rng([seed, _TITLES])
     item_triggers: dict[int, str] = {}
     new_titles: dict[int, str] = {}
     for item in triggered:
-        trig = triggers[int(rng.integers(len(triggers)))] if len(triggers) > 1 else triggers[0]
+        if family:
+            trig = family[item]
+        else:
+            trig = triggers[int(rng.integers(len(triggers)))] if len(triggers) > 1 else triggers[0]
         item_triggers[item] = trig
         new_titles[item] = insert_trigger(
             catalog.titles[item], trig, config.level, config.position, rng
@@ -342,6 +368,7 @@ def poison(
         "item_triggers": {str(i): item_triggers[i] for i in triggered}
         if len(triggers) > 1
         else None,
+        **({"trigger_family": config.level, "unseen_triggers": held_out} if config.trigger_family else {}),
         "fake_sample_indices": fake_idx,
         "fake_users": [s.user for s in fake],
         "fake_history": config.fake_history,
