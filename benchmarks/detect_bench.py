@@ -84,6 +84,7 @@ def parser(description: str, default_methods: str) -> argparse.ArgumentParser:
     ap.add_argument("--levels", default="char,word,sentence")
     ap.add_argument("--policies", default="per-sample,fixed")
     ap.add_argument("--ratio", type=float, default=0.01)
+    ap.add_argument("--trigger-family", action="store_true", help="vary the trigger per item (attack --trigger-family); tables get a _family suffix")
     ap.add_argument("--scanner-dir", default=None, help="trained P-Scanners: DIR/<dataset> (default: see --scanner-from)")
     ap.add_argument(
         "--scanner-from", choices=("clean", "cell"), default="clean",
@@ -121,10 +122,12 @@ def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion
             scanner = str(trusted_scanner(data, args.work / f"scanner-{name}", args.backbone, args.seed))
         config = BenchConfig(
             levels=tuple(args.levels.split(",")), methods=tuple(args.methods.split(",")),
-            policies=tuple(args.policies.split(",")), ratio=args.ratio, scanner_dir=scanner, model=args.model,
+            policies=tuple(args.policies.split(",")), ratio=args.ratio, trigger_family=args.trigger_family,
+            scanner_dir=scanner, model=args.model,
             backbone=args.backbone, seed=args.seed, reuse_models=args.reuse_models,
         )  # fmt: skip
-        out = args.work / f"{tag}-{name}"
+        tag_name = f"{tag}_{name}_family" if args.trigger_family else f"{tag}_{name}"
+        out = args.work / tag_name.replace("_", "-")
         start = time.perf_counter()
         run_detect_bench(data, out, config, force=True)
         print(f"{name}: {time.perf_counter() - start:.0f}s; wrote {out}", flush=True)
@@ -132,7 +135,7 @@ def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion
         if args.results:
             args.results.mkdir(parents=True, exist_ok=True)
             for ext in ("md", "json", "csv"):
-                shutil.copyfile(out / f"detect_bench.{ext}", args.results / f"{tag}_{name}.{ext}")
+                shutil.copyfile(out / f"detect_bench.{ext}", args.results / f"{tag_name}.{ext}")
 
 
 if __name__ == "__main__":

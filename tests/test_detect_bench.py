@@ -239,3 +239,19 @@ def test_reuse_models_builds_one_detector_per_method(slice_dir, tmp_path, monkey
     assert built == ["stat"] and any("--reuse-models" in n for n in reused["notes"])
     strip_t = lambda rows: [{k: v for k, v in r.items() if k not in ("seconds", "s_per_1k")} for r in rows]  # noqa: E731
     assert strip_t(fresh["rows"]) == strip_t(reused["rows"])  # same detections either way
+
+
+def test_detect_bench_with_trigger_families(slice_dir, tmp_path, capsys):
+    """--trigger-family: every poisoned title its own member of the level's family. The
+    statistical baseline, which counts one repeated fragment, loses what it had on one
+    reused trigger (F1 >= 0.9 above)."""
+    out = tmp_path / "bench"
+    rc = main(["detect-bench", "--data", str(slice_dir), "--out", str(out), "--methods", "stat",
+               "--levels", "word", "--ratio", "0.05", "--trigger-family"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((out / "detect_bench.json").read_text())
+    (row,) = report["rows"]
+    assert report["settings"]["trigger_family"] is True
+    assert row["trigger"].startswith("word family, ") and int(row["trigger"].split(", ")[1].split()[0]) > 1
+    assert row["n_poisoned"] > 0 and row["recall"] < 0.5
+    assert "--trigger-family" in (out / "detect_bench.md").read_text()

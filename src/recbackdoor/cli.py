@@ -360,6 +360,7 @@ def detect_bench_cmd(
     policy: str = typer.Option("per-sample", "--policy", help="Target policy: per-sample | fixed | per-sample,fixed."),
     ratio: float = typer.Option(0.01, "--ratio", help="Poisoning ratio P_R of the attack."),
     position: str = typer.Option("suffix", "--position", help="Trigger position of the attack: suffix | prefix (match the victim's for strip)."),
+    trigger_family: bool = typer.Option(False, "--trigger-family", help="Vary the trigger per item within each level's family (attack --trigger-family)."),
     scanner: Optional[str] = typer.Option(None, "--scanner", help="Trained P-Scanner folder (default: fit trains one per cell, as defend does)."),  # noqa: UP045
     model: Optional[list[str]] = typer.Option(  # noqa: UP045
         None, "--model", help="Victim (`train` output) or backbone for bki and strip; or LEVEL=DIR, repeated per level."
@@ -384,7 +385,7 @@ def detect_bench_cmd(
 
     config = BenchConfig(
         levels=tuple(levels.split(",")), methods=tuple(methods.split(",")), policies=tuple(policy.split(",")),
-        ratio=ratio, position=position, scanner_dir=scanner, model=parse_models(model), backbone=backbone, seed=seed,
+        ratio=ratio, position=position, trigger_family=trigger_family, scanner_dir=scanner, model=parse_models(model), backbone=backbone, seed=seed,
         strip_copies=strip_copies, strip_frr=strip_frr, strip_max_prompts=strip_max_prompts,
         reuse_models=reuse_models,
     )  # fmt: skip

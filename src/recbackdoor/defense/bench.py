@@ -73,6 +73,7 @@ class BenchConfig:
     policies: tuple[str, ...] = ("per-sample",)
     ratio: float = 0.01
     position: str = "suffix"
+    trigger_family: bool = False  # a different trigger of the level's family per item (attack/families.py)
     scanner_dir: str | None = None
     model: str | dict[str, str] | None = None  # victim (bki, strip); or one per level
     backbone: str | None = None  # onion/bki LM without a model; P-Scanner training backbone
@@ -383,7 +384,10 @@ def run_detect_bench(
     rows: list[dict[str, Any]] = []
     for policy in config.policies:
         for level in config.levels:
-            attack = AttackConfig(level=level, position=config.position, ratio=config.ratio, policy=policy, seed=config.seed)
+            attack = AttackConfig(
+                level=level, position=config.position, ratio=config.ratio, policy=policy, seed=config.seed,
+                trigger_family=level if config.trigger_family else None,
+            )  # fmt: skip
             import warnings
 
             with warnings.catch_warnings():
@@ -391,7 +395,10 @@ def run_detect_bench(
                 result = poison(dataset, attack, source=data_dir)
             man = result.manifest
             triggered = {int(i) for i in man["triggered_items"]}
-            trigger = man["trigger"] if isinstance(man["trigger"], str) else "|".join(man["trigger"])
+            if man.get("trigger_family"):
+                trigger = f"{level} family, {len(set(man['item_triggers'].values()))} triggers"
+            else:
+                trigger = man["trigger"] if isinstance(man["trigger"], str) else "|".join(man["trigger"])
             _say(f"[{policy} {level}] poisoned: {man['m']} fake samples, {len(triggered)} triggered items, trigger {trigger!r}", progress)
             cell = {"dataset": name, "policy": policy, "level": level, "trigger": trigger}
             for method in config.methods:
@@ -473,7 +480,8 @@ def render_markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"# Detection benchmark: {s['dataset']} ({s['n_items']} items, {s['domain']})",
         "",
-        f"`recbackdoor attack` (`poison()`) at P_R {s['ratio']}, {s['position']} triggers, seed {s['seed']}; "
+        f"`recbackdoor attack` (`poison()`) at P_R {s['ratio']}, {s['position']} triggers"
+        f"{' (a different trigger of the level family per item: --trigger-family)' if s.get('trigger_family') else ''}, seed {s['seed']}; "
         "title detectors score every distinct training title (unit: titles), STRIP scores prompts "
         "(unit: prompts). Thresholds: each detector's own rule. Seconds per 1,000 units: fit + score, "
         f"model loading excluded; machine: {report['machine'].get('cpu')}, {report['machine'].get('cpus')} cpus, "
