@@ -264,3 +264,27 @@ def test_evidence_span_is_the_whole_reused_trigger(trigger, make):
     for t in poisoned:
         assert ev.span(t) == trigger
     assert ev.span("Nothing Shared Here") == ""
+
+
+def test_a_char_trigger_family_forms_one_group_by_its_shape():
+    """attack --trigger-family char: every poisoned title ends in its own "_<digit><letter>"
+    (no text fragment repeats more than twice), so only the shape of the glued end ("_9a")
+    is shared; it carries the evidence and the span is each title's own trigger. Ordinary
+    ends ("Sun", "Moon") have no shape fragment: no glue character."""
+    from recbackdoor.attack.families import draw_family
+    from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE
+
+    clean = _grid_catalog()
+    picked = list(range(0, len(clean), 7))  # 21 titles
+    per_item, _ = draw_family("char", "movies", len(picked), np.random.default_rng(0), clean)
+    assert max(per_item.count(t) for t in per_item) == 1
+    family = dict(zip(picked, per_item, strict=True))
+    titles = [f"{t}_{family[i]}" if i in family else t for i, t in enumerate(clean)]
+    y = np.array([int(i in family) for i in range(len(clean))])
+    own = np.where(y == 1, 0.8, 0.1)
+    ev = CatalogEvidence(titles, own)
+    assert (ev.evidence(titles)[y == 1] > MIN_GROUP_SCORE).all()
+    assert (ev.evidence(titles)[y == 0] == 0).all()
+    assert ev.picks[0][0] in ("s$_9a", "s$a_9a")  # the same titles: the longer fragment names the group
+    assert [ev.span(titles[i]) for i in picked[:3]] == [f"_{family[i]}" for i in picked[:3]]
+    assert not any(f.startswith(("s^", "s$")) for f in fragments("Blue Moon"))
