@@ -104,3 +104,17 @@ def test_train_cli_save_load_evaluate(dataset_dir, tmp_path, capsys):
     with pytest.raises(ConfigError, match="use --protocol score"):
         evaluate_model(str(out), dataset_dir, protocol="generate", out=tmp_path / "gen", progress=False)
     assert not (tmp_path / "gen").exists()
+
+
+def test_evaluate_cli_checks_the_sasrec_weights_before_loading(dataset_dir, tmp_path, capsys):
+    out = tmp_path / "sasrec"
+    assert main(["train", "--victim", "sasrec", "--data", str(dataset_dir), "--out", str(out), "--max-steps", "2"]) == 0
+    evaluate = ["evaluate", "--model", str(out), "--data", str(dataset_dir)]
+    assert main([*evaluate, "--out", str(tmp_path / "e1")]) == 0
+    assert "HR@1" in capsys.readouterr().out
+    weights = out / "sasrec.safetensors"
+    weights.write_bytes(weights.read_bytes()[:200])  # a truncated copy
+    assert main([*evaluate, "--out", str(tmp_path / "e2")]) == 2
+    err = capsys.readouterr().err
+    assert "sasrec.safetensors: damaged safetensors file" in err and "\n" not in err.strip()
+    assert not (tmp_path / "e2").exists()

@@ -39,6 +39,18 @@ def _inside(path: Path, root: Path) -> bool:
     return real == base or real.startswith(base + os.sep)
 
 
+_OTHER_WEIGHTS = {"sasrec": ("sasrec.safetensors",), "llara": ("projector.safetensors", "sasrec/sasrec.safetensors")}
+
+
+def _victim_name(meta: Path) -> str | None:
+    """``victim`` of a victim.json (None when unreadable: the adapter checks then apply)."""
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return info.get("victim") if isinstance(info, dict) else None
+
+
 def check_model_dir(directory: str | os.PathLike, kind: str) -> None:
     """``kind`` is ``victim`` or ``scanner``; a directory without its JSON file (a backbone
     folder or name) is left to the loader. Raises :class:`RecBackdoorError` (one line)."""
@@ -53,6 +65,14 @@ def check_model_dir(directory: str | os.PathLike, kind: str) -> None:
                 f"{path}: a link to {os.path.realpath(path)}, outside the {kind} directory {root}; "
                 f"refusing to load it: copy the file in or {retrain}"
             )
+    # the sasrec victim has no adapter; llara has one plus its projector and SASRec
+    victim = _victim_name(meta) if kind == "victim" else None
+    for name in _OTHER_WEIGHTS.get(victim, ()):
+        if not (root / name).is_file():
+            raise RecBackdoorError(f"{root / name}: weights file missing; {retrain}")
+        _check_safetensors(root / name, {}, retrain)
+    if victim == "sasrec":
+        return
     adapter = root / "adapter"
     config_path = adapter / "adapter_config.json"
     if not config_path.is_file():
