@@ -13,10 +13,13 @@ validated; re-save such frames with object-dtype columns.
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from ..errors import DataError
 
@@ -65,6 +68,61 @@ ALLOWED_GLOBALS: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+class _CheckedArray(np.ndarray):
+    """What ``numpy._core.multiarray._reconstruct`` gives inside :func:`safe_load`: an array
+    whose ``__setstate__`` checks the state against its shape first. numpy itself does not:
+    an object array whose pickled list is shorter than its shape reads past the list and
+    crashes the interpreter (found by fuzzing, numpy 2.4: ``(113,)`` with 3 names). The
+    consumers below turn these back into plain ``ndarray`` views."""
+
+    def __setstate__(self, state: Any) -> None:
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise ValueError("malformed ndarray state")
+        shape, dtype, raw = state[-4], state[-3], state[-1]
+        if not isinstance(dtype, np.dtype) or not isinstance(shape, tuple):
+            raise ValueError("malformed ndarray state")
+        if not all(isinstance(d, int) and d >= 0 for d in shape):
+            raise ValueError(f"bad ndarray shape {shape!r}")
+        count = math.prod(shape)
+        if dtype.hasobject:
+            if dtype.fields is not None or not isinstance(raw, list) or len(raw) != count:
+                raise ValueError(f"object array of shape {shape} with {len(raw) if isinstance(raw, list) else type(raw).__name__} items")
+        elif not isinstance(raw, bytes | bytearray) or len(raw) != count * dtype.itemsize:
+            raise ValueError(f"array of shape {shape} and dtype {dtype} with the wrong number of bytes")
+        super().__setstate__(state)
+
+
+def _plain(value: Any) -> Any:
+    return value.view(np.ndarray) if isinstance(value, _CheckedArray) else value
+
+
+def _checked_reconstruct(subtype: Any, shape: Any, dtype: Any) -> np.ndarray:
+    if subtype is not np.ndarray:
+        raise ValueError("only plain numpy arrays are loaded")
+    return np.ndarray.__new__(_CheckedArray, shape, dtype)
+
+
+def _unpickle_block(values: Any, placement: Any, ndim: Any) -> Any:
+    from pandas._libs.internals import _unpickle_block as unpickle
+
+    return unpickle(_plain(values), placement, ndim)
+
+
+def _new_index(cls: Any, d: Any) -> Any:
+    from pandas.core.indexes.base import _new_Index
+
+    if isinstance(d, dict) and "data" in d:
+        d = {**d, "data": _plain(d["data"])}
+    return _new_Index(cls, d)
+
+
+_CHECKED = {
+    ("numpy._core.multiarray", "_reconstruct"): _checked_reconstruct,
+    ("pandas._libs.internals", "_unpickle_block"): _unpickle_block,
+    ("pandas.core.indexes.base", "_new_Index"): _new_index,
+}
+
+
 class RestrictedUnpickler(pickle.Unpickler):
     """An unpickler that resolves only :data:`ALLOWED_GLOBALS`; ``label`` names the file."""
 
@@ -80,6 +138,8 @@ class RestrictedUnpickler(pickle.Unpickler):
                 "which is not on the allowed list of pandas/numpy/builtin data types "
                 "(the file may be malicious); use LLaRA's original data files"
             )
+        if (module, name) in _CHECKED:
+            return _CHECKED[(module, name)]
         return super().find_class(module, name)
 
     def persistent_load(self, pid: Any) -> Any:
@@ -104,7 +164,8 @@ def safe_load(path: str | os.PathLike, label: str | None = None) -> Any:
     except DataError:
         raise
     except Exception as exc:  # truncated/corrupt input raises many types (EOFError, KeyError...)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""  # one line
         raise DataError(
-            f"{label}: not a readable pickled pandas DataFrame ({type(exc).__name__}: {exc}); "
+            f"{label}: not a readable pickled pandas DataFrame ({type(exc).__name__}: {first}); "
             "the file is damaged or incomplete: download it again"
         ) from exc
