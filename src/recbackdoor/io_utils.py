@@ -24,6 +24,24 @@ def sha256_file(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+VERSIONED = ("recbackdoor", "numpy", "pandas", "pyarrow", "torch", "transformers", "peft")
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of this package and the libraries whose behaviour shapes its outputs, for the
+    manifests (outputs are byte-identical for the same inputs *and* these versions). Read from
+    the installed metadata: nothing heavy is imported."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {}
+    for name in VERSIONED:
+        try:
+            out[name] = version(name)
+        except PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
 def dumps_json(obj: Any) -> str:
     """Deterministic JSON (sorted keys, fixed indent, trailing newline)."""
     return json.dumps(obj, sort_keys=True, indent=2, ensure_ascii=False) + "\n"

@@ -25,7 +25,7 @@ from ..data.io import write_dataset_files
 from ..data.samples import draw_candidates
 from ..data.types import SPLITS, Sample, SplitDataset
 from ..errors import ConfigError, DataError
-from ..io_utils import atomic_output_dir, dumps_json, read_json, write_json
+from ..io_utils import atomic_output_dir, dumps_json, library_versions, read_json, write_json
 from .attack_sets import AttackPrompt, build_attack_sets, save_attack_sets
 from .families import draw_family
 from .triggers import (
@@ -407,7 +407,7 @@ def save_poisoned(result: PoisonResult, out: str | os.PathLike, force: bool = Fa
     """Write the poisoned dataset, ``poison_manifest.json`` and ``attack_sets/`` atomically."""
     with atomic_output_dir(out, force=force) as tmp:
         write_dataset_files(result.dataset, tmp)
-        write_json(tmp / MANIFEST_NAME, result.manifest)
+        write_json(tmp / MANIFEST_NAME, {**result.manifest, "versions": library_versions()})
         save_attack_sets(result.attack_sets, tmp / "attack_sets")
     return Path(out)
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ..errors import DataError
-from ..io_utils import atomic_output_dir, read_json, write_json
+from ..io_utils import atomic_output_dir, library_versions, read_json, write_json
 from .types import SPLITS, Catalog, Sample, SampleBlock, SplitDataset
 from .validate import check_titles
 
@@ -95,6 +95,7 @@ def write_dataset_files(dataset: SplitDataset, directory: Path) -> None:
     manifest["format_version"] = FORMAT_VERSION
     manifest["domain"] = dataset.catalog.domain
     manifest["counts"] = dataset.counts()
+    manifest["versions"] = library_versions()
     write_json(directory / "manifest.json", manifest)
 
 
