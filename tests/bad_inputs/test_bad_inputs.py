@@ -239,6 +239,16 @@ def _gen_pickle(path: Path, tmp: Path, marker: Path, what: str) -> None:
     path.write_bytes(pickle.dumps(obj, protocol=4))
 
 
+def _gen_array_overrun(path: Path, tmp: Path, marker: Path) -> None:
+    """An object array whose pickled shape (113,) exceeds its 3 items: numpy's own
+    ``__setstate__`` reads past the list and crashes the interpreter (found by fuzzing)."""
+    import numpy as np
+
+    data = pickle.dumps(np.array(["seq", "len_seq", "next"], dtype=object), protocol=4)
+    assert data.count(b"K\x03\x85") == 1
+    path.write_bytes(data.replace(b"K\x03\x85", b"Kq\x85"))
+
+
 def _gen_safetensors(path: Path, tmp: Path, marker: Path, rank: int = 8, hidden: int = HIDDEN, dtype: str = "F32") -> None:
     _safetensors(path, _adapter_tensors(rank, hidden), dtype)
 
@@ -266,6 +276,7 @@ def _gen_parquet(path: Path, tmp: Path, marker: Path, what: str) -> None:
 GENERATORS: dict[str, Callable[..., None]] = {
     "pickle_payload": _gen_pickle_payload,
     "pickle": _gen_pickle,
+    "array_overrun": _gen_array_overrun,
     "safetensors": _gen_safetensors,
     "adapter_bin": _gen_adapter_bin,
     "parquet": _gen_parquet,
