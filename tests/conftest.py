@@ -26,6 +26,17 @@ def shared_data() -> Path:
     return SHARED_DATA
 
 
+@pytest.fixture(scope="session")
+def lastfm(shared_data) -> SplitDataset:
+    """LLaRA's LastFM split, prepared with the defaults (seed 0); skipped when absent."""
+    from recbackdoor.data.prepare import prepare_dataset
+
+    source = shared_data / "lastfm" / "llara"
+    if not source.is_dir():
+        pytest.skip(f"{source} not found")
+    return prepare_dataset("lastfm", source, 0)
+
+
 def make_synthetic_dataset(n_users: int = 60, n_items: int = 80, seed: int = 0) -> SplitDataset:
     """A small movie dataset with random sequences: fast, and exercises every split."""
     rng = np.random.default_rng(seed)

@@ -19,16 +19,6 @@ from recbackdoor.io_utils import dumps_json
 from .conftest import make_synthetic_dataset
 
 
-@pytest.fixture(scope="module")
-def lastfm(shared_data):
-    from recbackdoor.data.prepare import prepare_dataset
-
-    source = shared_data / "lastfm" / "llara"
-    if not source.is_dir():
-        pytest.skip(f"{source} not found")
-    return prepare_dataset("lastfm", source, 0)
-
-
 @pytest.mark.parametrize("level", ["char", "word", "sentence"])
 def test_a_family_never_repeats_a_trigger_on_more_than_a_few_titles(lastfm, level):
     """LastFM, per-sample policy at P_R 1%: 484 triggered artists, each trigger on at most

@@ -2,21 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
 from recbackdoor.attack import AttackConfig, fake_sample_count, poison
 
 from .test_attack import _check_poisoned
-
-
-@pytest.fixture(scope="module")
-def lastfm(shared_data):
-    from recbackdoor.data.prepare import prepare_dataset
-
-    source = shared_data / "lastfm" / "llara"
-    if not source.is_dir():
-        pytest.skip(f"{source} not found")
-    return prepare_dataset("lastfm", source, 0)
 
 
 def test_badrec_on_lastfm(lastfm):
