@@ -190,3 +190,34 @@ def test_remote_code_is_not_run(tiny_folder, tmp_path):
     with pytest.raises(RecBackdoorError):
         load_backbone(str(folder))
     assert not marker.exists()
+
+
+# --------------------------------------------------------------------------- full disk, read-only output
+
+
+@pytest.mark.parametrize(
+    "error, words",
+    [
+        (OSError(28, "No space left on device"), "no space left on device; free some space and rerun"),
+        (PermissionError(13, "Permission denied"), "permission denied; choose a writable location"),
+    ],
+    ids=["disk-full", "read-only"],
+)
+def test_write_errors_are_one_line_and_leave_nothing(source, tmp_path, capsys, monkeypatch, error, words):
+    """The disk fills up (or the folder turns read-only) while `data prepare` writes its Parquet
+    files: one error line naming the file, exit 2, no output folder and no temp folder left.
+    (Simulated: the tests run as root, which a read-only folder does not stop.)"""
+    import recbackdoor.data.io as data_io
+
+    def failing_write(table, path):
+        error.filename = str(path)
+        raise error
+
+    monkeypatch.setattr(data_io, "_write_table", failing_write)
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    code = main(["data", "prepare", "--dataset", "ml1m", "--source", str(source), "--out", str(parent / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and words in err, err
+    assert ".parquet" in err  # names the file
+    assert list(parent.iterdir()) == []  # no output, no temp folder
