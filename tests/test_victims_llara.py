@@ -4,6 +4,9 @@ curriculum, save/load, resume, and both evaluation protocols on hybrid prompts."
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -261,3 +264,24 @@ def test_train_cli_llara(dataset_dir, tmp_path, capsys):
     assert "trained llara on tiny-random: 2 steps" in capsys.readouterr().out
     info = json.loads((out / "victim.json").read_text())
     assert info["config"]["sasrec_epochs"] == 1 and info["sasrec"]["epochs"] == 1 and info["train_samples"] == 8
+
+
+@pytest.mark.skipif(not Path(sys.executable).with_name("accelerate").exists(), reason="accelerate CLI missing")
+def test_two_process_accelerate_launch_llara(dataset_dir, tmp_path):
+    """Two CPU processes (DDP over gloo): step 0 is text-only, so the projector gets no real
+    gradient there; DDP without find_unused_parameters must still run (the zero-weight link)."""
+    out = tmp_path / "ddp"
+    cmd = [
+        str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2",
+        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "recbackdoor.cli",
+        "train", "--victim", "llara", "--data", str(dataset_dir), "--out", str(out), "--backbone", "tiny-random",
+        "--max-steps", "4", "--batch-size", "2", "--max-samples", "16", "--sasrec-epochs", "1",
+    ]  # fmt: skip
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["processes"] == 2 and timing["steps"] == 4
+    info = json.loads((out / "victim.json").read_text())
+    assert info["curriculum"]["text_steps"] >= 1  # step 0 at least
+    assert proc.stdout.count("trained llara") == 1
