@@ -2,8 +2,11 @@
 
 - Determinism: two `data prepare` / `attack` runs with the same inputs give byte-identical
   folders; every manifest records the seed and the library versions.
-- Faults: `data prepare` and `attack` killed with SIGKILL at seeded random moments leave either
-  no output folder or a complete one, and a rerun gives the same bytes as an uninterrupted run.
+- Faults: `data prepare`, `attack`, `defend` and `scanner train` killed with SIGKILL at seeded
+  random moments leave either no output folder or a complete one, and a rerun gives the same
+  bytes as an uninterrupted run (for a scanner: the same adapter weights and round log; its
+  JSON files hold timings). Training a victim is covered in test_experiments.py (kill -9 of
+  the study runner mid-training).
 - Model safety: remote code is never run, pickled weights are never loaded, and victim/scanner
   folders are checked before loading (the bad-input corpus has the damaged-folder cases).
 """
@@ -102,15 +105,20 @@ def _timed(cmd: list[str]) -> float:
     return time.perf_counter() - start
 
 
-@pytest.mark.parametrize("command", ["prepare", "attack"])
+@pytest.mark.parametrize("command", ["prepare", "attack", "defend"])
 def test_kill_9_then_rerun_gives_the_same_bytes(command, source, reference, tmp_path):
     if command == "prepare":
         args = ["data", "prepare", "--dataset", "ml1m", "--source", str(source), "--seed", "3", "--out"]
         expected = _tree(reference["data"])
-    else:
+    elif command == "attack":
         args = ["attack", "--data", str(reference["data"]), "--ratio", "0.05", "--seed", "4", "--out"]
         expected = _tree(reference["poisoned"])
+    else:
+        args = ["defend", "--data", str(reference["poisoned"]), "--method", "stat", "--out"]
     duration = _timed(_cli(*args, str(tmp_path / "timing")))
+    if command == "defend":  # an uninterrupted run is the reference
+        expected = _tree(tmp_path / "timing")
+        assert "detections.json" in expected and "train.parquet" in expected
     killed = []
     for seed in (1, 2):
         out = tmp_path / f"out{seed}"
@@ -126,6 +134,24 @@ def test_kill_9_then_rerun_gives_the_same_bytes(command, source, reference, tmp_
         assert rerun.returncode == 0, rerun.stderr
         assert _tree(out) == expected, f"seed {seed}: the rerun differs"
     assert any(killed), "no run was killed before it finished"
+
+
+def test_kill_9_during_scanner_training_then_rerun_gives_the_same_scanner(reference, tmp_path):
+    args = ["scanner", "train", "--catalog", str(reference["data"]), "--domain", "movies", "--backbone", "tiny-random",
+            "--rounds", "1", "--no-agent", "--max-titles", "100", "--out"]  # fmt: skip
+    duration = _timed(_cli(*args, str(tmp_path / "timing")))
+    same = ("adapter/adapter_model.safetensors", "rounds.jsonl")  # the JSON files hold timings
+    expected = {k: v for k, v in _tree(tmp_path / "timing").items() if k in same}
+    assert set(expected) == set(same)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_cli(*args, str(out)), env=_ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(random.Random(3).uniform(0.4, 0.8) * duration)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it was killed"
+    assert not out.exists()  # saved atomically at the end: nothing half-written
+    rerun = subprocess.run(_cli(*args, str(out)), env=_ENV, cwd=ROOT, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert {k: v for k, v in _tree(out).items() if k in same} == expected
 
 
 # --------------------------------------------------------------------------- model safety
