@@ -516,6 +516,63 @@ def report_cmd(
     print(f"wrote {write_report(run_dir)}")
 
 
+def _summary(module: str) -> str:
+    """The first sentence of a module's docstring, read from its source (nothing imported, so
+    listing stays fast and needs no torch)."""
+    import ast
+    from importlib.util import find_spec
+
+    spec = find_spec(module)
+    if spec is None or spec.origin is None:
+        return ""
+    with open(spec.origin, encoding="utf-8") as fh:
+        doc = ast.get_docstring(ast.parse(fh.read())) or ""
+    text = " ".join(doc.replace("``", "").split()).split(". ")[0].rstrip(".:")
+    return text if len(text) <= 110 else text[:110].rsplit(" ", 1)[0] + " ..."
+
+
+def registered() -> dict[str, list[tuple[str, str]]]:
+    """Every registry of the toolkit: name -> one line on what it is."""
+    from .attack.badrec import POLICIES as TARGET_POLICIES
+    from .attack.triggers import LEVELS, POSITIONS, default_trigger
+    from .data.prepare import DATASET_DOMAINS, SOURCES
+    from .defense.baselines import BASELINES
+    from .defense.defend import METHODS
+    from .defense.sanitize import POLICIES as SANITIZE
+    from .models.backbones import BACKBONES
+    from .victims import VICTIMS
+
+    base = __name__.rsplit(".", 1)[0]
+    detectors = [(m, _summary(f"{base}.defense.pscanner.scanner" if m == "pscanner" else f"{base}.defense.baselines.{m}"))
+                 for m in METHODS if m == "pscanner" or m in BASELINES]  # fmt: skip
+    detectors.append(("strip", _summary(f"{base}.defense.baselines.strip") + " (detect-bench --methods strip --model VICTIM)"))
+    return {
+        "datasets (data prepare --dataset)": [
+            (name, f"{DATASET_DOMAINS[name] or 'any domain'}: {_summary(module.__name__)}") for name, module in SOURCES.items()
+        ],
+        "victims (train --victim)": [(v, _summary(f"{base}.victims.{v}")) for v in VICTIMS],
+        "backbones (--backbone; or a Hugging Face id / local folder)": [(b.name, b.description) for b in BACKBONES.values()],
+        "detectors (defend --method, detect-bench --methods)": detectors,
+        "sanitize policies (defend --policy)": [(p, "") for p in SANITIZE],
+        "trigger levels (attack --level, --trigger-family)": [
+            (lv, f"default trigger {default_trigger(lv)!r} (movies)") for lv in LEVELS
+        ],
+        "trigger positions (attack --position)": [(p, "") for p in POSITIONS],
+        "target policies (attack --policy)": [(p, "") for p in TARGET_POLICIES],
+    }
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """What is registered: datasets, victims, backbones, detectors, sanitize policies, trigger
+    levels, positions and target policies, each with one line on what it is."""
+    for title, entries in registered().items():
+        print(title)
+        width = max(len(name) for name, _ in entries)
+        for name, line in entries:
+            print(f"  {name:<{width}}  {line}".rstrip())
+
+
 # --------------------------------------------------------------------------- entry point
 
 

@@ -29,6 +29,9 @@ DATASET_DOMAINS: dict[str, str | None] = {
     "steam": "games",
     "llara": None,  # from --domain, or movies for a u.item catalog
 }
+# dataset -> its loader module (``load(source)``; ``llara`` also takes the domain). A new
+# dataset is one module in ``sources/`` plus a line here and in DATASET_DOMAINS.
+SOURCES: dict[str, Any] = {"ml1m": ml1m, "ml100k": ml100k, "lastfm": lastfm, "steam": steam, "llara": llara}
 TITLE_STYLES = ("keep", "llara")
 _TRAILING_YEAR = re.compile(r"\s*\(\d{4}\)\s*$")
 _TRAILING_THE = re.compile(r"^(?P<name>.+), The(?P<rest>(?: \(.*\))?)$")
@@ -85,19 +88,11 @@ def _check_options(
 def _load(
     dataset: str, source: str | os.PathLike | None, domain: str | None
 ) -> RawData | LlaraData:
-    if source is None:
-        if dataset == "ml100k":
-            return ml100k.load(None)
+    if source is None and dataset != "ml100k":  # ML-100K also ships inside recbole
         raise ConfigError(f"dataset {dataset} needs --source DIR (the directory with its files)")
-    if dataset == "ml1m":
-        return ml1m.load(source)
-    if dataset == "ml100k":
-        return ml100k.load(source)
-    if dataset == "lastfm":
-        return lastfm.load(source)
-    if dataset == "steam":
-        return steam.load(source)
-    return llara.load(source, domain)
+    if dataset == "llara":
+        return llara.load(source, domain)
+    return SOURCES[dataset].load(source)
 
 
 def _llara_samples(

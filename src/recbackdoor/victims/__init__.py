@@ -8,6 +8,7 @@ of its own. Kept import-light: the victim modules (torch, transformers) load onl
 from __future__ import annotations
 
 from collections.abc import Callable
+from importlib import import_module
 from pathlib import Path
 from typing import Any
 
@@ -17,19 +18,11 @@ VICTIMS = ("tallrec", "llara", "sasrec")
 
 
 def _module(name: str) -> Any:
-    if name == "tallrec":
-        from . import tallrec
-
-        return tallrec
-    if name == "llara":
-        from . import llara
-
-        return llara
-    if name == "sasrec":
-        from . import sasrec
-
-        return sasrec
-    raise ConfigError(f"unknown victim {name!r}; expected one of {', '.join(VICTIMS)}")
+    """The victim's module (``victims/<name>.py``: ``train_victim``, ``load_victim``), imported
+    when first asked for. A new victim is one module plus its name in ``VICTIMS``."""
+    if name not in VICTIMS:
+        raise ConfigError(f"unknown victim {name!r}; expected one of {', '.join(VICTIMS)}")
+    return import_module(f"{__name__}.{name}")
 
 
 def victim_trainer(name: str) -> Callable[..., Any]:
