@@ -47,6 +47,7 @@ def test_every_committed_config_validates(path):
         ("[defense]\ndetectors = ['magic']\n", "unknown detector 'magic'"),
         ("[bogus]\nx = 1\n", "bogus: unknown key"),
         ("[data\n", "not valid TOML"),
+        ("[attack]\ntrigger_family = true\ntriggers = { char = '5v' }\n", "trigger_family draws the triggers"),
     ],
 )
 def test_bad_config_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, text, message):
@@ -217,6 +218,14 @@ def test_plan_follows_the_grid_and_ratios_by_position(tmp_path):
     kinds = [s.kind for s in study.stages.values()]
     # one dataset and one clean victim shared by all cells; per cell attack, poisoned victim, 3 evals
     assert kinds.count("data") == 1 and kinds.count("train") == 1 + 4 and kinds.count("eval") == 3 * 4
+    # a trigger family is its own attack stage on the same data; one-trigger stages keep their keys
+    demo = Study(load_config(ROOT / "configs" / "demo.toml"), tmp_path, StageStore(tmp_path / "stages"))
+    family = Study(load_config(ROOT / "configs" / "demo_family.toml"), tmp_path, StageStore(tmp_path / "stages"))
+    by_kind = {name: {s.kind: s for s in st.stages.values()} for name, st in (("demo", demo), ("family", family))}
+    assert by_kind["demo"]["data"].key == by_kind["family"]["data"].key
+    assert by_kind["family"]["attack"].options["trigger_family"] is True
+    assert "trigger_family" not in by_kind["demo"]["attack"].options
+    assert by_kind["demo"]["attack"].key != by_kind["family"]["attack"].key
     bad = tmp_path / "bad.toml"
     bad.write_text("[attack]\nratios_by_position = { middle = [0.1] }\n")
     with pytest.raises(ConfigError, match="unknown position 'middle'"):

@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
 
@@ -66,6 +66,7 @@ class AttackSection(_Section):
     n_targets: int = Field(10, ge=1, description="Targets of the fixed policy.")
     fake_history: Literal["copy", "random", "popular"] = Field("copy", description="How fake users' histories are made.")
     triggers: dict[str, str] = Field({}, description="Trigger per level, e.g. {char = \"5v\"} (default: the level's default).")
+    trigger_family: bool = Field(False, description="A different trigger of the level's family per item (attack --trigger-family); not with `triggers`.")
     ratios_by_position: dict[str, list[float]] = Field({}, description="Ratios for one position instead of `ratios`, e.g. {suffix = [0.2]}.")
 
     @field_validator("ratios")
@@ -83,6 +84,12 @@ class AttackSection(_Section):
         for ratios in value.values():
             cls._ratio(ratios)
         return value
+
+    @model_validator(mode="after")
+    def _family_or_triggers(self) -> AttackSection:
+        if self.trigger_family and self.triggers:
+            raise ValueError("trigger_family draws the triggers; leave out attack.triggers")
+        return self
 
     def ratios_for(self, position: str) -> list[float]:
         return self.ratios_by_position.get(position, self.ratios)
