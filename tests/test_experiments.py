@@ -238,3 +238,10 @@ def test_missing_data_root_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "lastfm files not found" in err and "\n" not in err
     assert not out.exists()
+
+
+def test_report_names_a_trigger_family_by_its_size():
+    from recbackdoor.experiments.report import _trigger
+
+    assert _trigger({"trigger": "5v"}) == "`5v`"
+    assert _trigger({"trigger": ["8o", "6e", "0q"]}) == "family of 3: `8o`, `6e`, ..."

@@ -34,8 +34,16 @@ def _pm(model: dict[str, Any], metric: str, set_name: str | None = None) -> str:
     return "-" if value is None else f"{value:.3f} ± {_f(se)}"
 
 
+def _trigger(run: dict[str, Any]) -> str:
+    """The trigger as a reader wants it: one string, or a family's size and two examples."""
+    trig = run["trigger"]
+    if isinstance(trig, str):
+        return f"`{trig}`"
+    return f"family of {len(trig)}: `{trig[0]}`, `{trig[1]}`, ..." if len(trig) > 2 else " ".join(f"`{t}`" for t in trig)
+
+
 def _cell_name(run: dict[str, Any]) -> str:
-    return f"{run['dataset']} / {run['victim']} / {run['level']} `{run['trigger']}` {run['position']} / P_R {run['ratio']}"
+    return f"{run['dataset']} / {run['victim']} / {run['level']} {_trigger(run)} {run['position']} / P_R {run['ratio']}"
 
 
 def attack_table(runs: list[dict[str, Any]]) -> list[str]:
@@ -44,7 +52,7 @@ def attack_table(runs: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        head = (f"| {r['dataset']} | {r['victim']} | {r['level']} `{r['trigger']}` | {r['position']} | "
+        head = (f"| {r['dataset']} | {r['victim']} | {r['level']} {_trigger(r)} | {r['position']} | "
                 f"{r['ratio']} ({r['m']}/{r['n']}) | {r['prompts'].get('clean')} |")
         for i, name in enumerate(("untrained", "clean", "poisoned")):
             m = r["models"].get(name)
