@@ -9,12 +9,11 @@ coincidences that a 300-title validation catalog never shows).
 
 Why a significance and not the mean score of the group: a mean shrunk towards the catalog
 needs a pseudo-count, and no pseudo-count fits both a 300-title validation catalog and a
-4,600-title scan: BadRec's ``fixed`` policy (10 poisoned artists of LastFM's 4,606) scored
-below its calibrated threshold (F1 0.00), while groups of 3-6 odd clean names ("Maroon 5",
-"Jurassic 5") scored almost as high. Ten titles all in the top 5% happen by chance with
-probability 0.05^10 = 1e-13; four of "... 5" in the top 5% with ~1e-5, less after the
-correction. The score reads the same at any catalog size and prevalence: 10 targets or 20%
-of the catalog.
+4,600-title scan (BadRec's ``fixed`` policy, 10 targets in LastFM's catalog, went undetected
+that way; README). Ten titles all in the top 5% happen by chance with probability
+0.05^10 = 1e-13, far beyond what a handful of odd clean titles sharing a word reaches after
+the correction. The score reads the same at any catalog size and prevalence: 10 targets or
+20% of the catalog.
 
 Groups explain titles greedily: the most significant group claims its titles, and every other
 group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
@@ -45,9 +44,8 @@ from .robust import shape
 _WORD_SPLIT = re.compile(r"[\s_\-.]+")
 _EDGE = "()[]{}\"'.,:;!?"
 _GLUE = "_-.~| "
-# shapes only of ends holding a glue character no clean title uses much: without it, the
-# shapes of ordinary ends ("Maroon 5": "a 9", "dredg": "aaa") formed groups of odd-looking
-# clean names on LastFM (F1 0.19 on the fixed policy, from 1.00)
+# shapes only of ends holding a glue character no clean title uses much: the shapes of
+# ordinary ends ("Maroon 5": "a 9", "dredg": "aaa") group odd-looking clean names
 _SHAPE_GLUE = "_~|"
 MODES = ("off", "max")
 COMBINED_THRESHOLD = 0.5  # the cut of the combined score (see ``combine``)
@@ -56,9 +54,8 @@ GROUP_OFF = 1e9  # a group threshold no significance reaches (finite: thresholds
 # the lowest group threshold calibration may choose (log10 units: under independence chance
 # would produce such a group once in 100,000 catalogs). A 300-title validation catalog has no
 # coincidental groups, so its best-F1 cut can fall near 0; real catalogs have some, because
-# the scanner's suspicion follows content: six LastFM names sharing "5" ("Maroon 5", "Jurassic
-# 5", ...) scored 1.8, eleven ML-100K titles starting "Mr." 2.8, while the fixed policy's 10
-# targets scored 12.8 (LastFM) and 15.9 (ML-100K)
+# the scanner's suspicion follows content (odd clean names sharing a digit); the README's
+# P-Scanner section has the measured scores of such groups and of real trigger groups
 MIN_GROUP_SCORE = 5.0
 
 
