@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -80,13 +81,8 @@ def make_projector(rec_dim: int, hidden: int, seed: int) -> Any:
         return nn.Sequential(nn.Linear(rec_dim, hidden), nn.GELU(), nn.Linear(hidden, hidden))
 
 
-_CLASS: Any = None
-
-
+@cache
 def _hybrid_class() -> Any:
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
     import torch
     from torch import nn
 
@@ -136,7 +132,6 @@ def _hybrid_class() -> Any:
             vectors = self.project(input_ids[is_item] - ITEM_TOKEN_BASE).to(out.dtype)
             return out.masked_scatter(is_item.unsqueeze(-1), vectors)
 
-    _CLASS = HybridEmbedding
     return HybridEmbedding
 
 
@@ -229,7 +224,7 @@ def train_victim(
     SASRec first (``config.sasrec_epochs``, same samples and seed; every process trains the
     same one, deterministically), then LoRA + projector with the curriculum.
     ``checkpoint_dir``: as ``tallrec`` (the projector is saved in each checkpoint)."""
-    from .tallrec import _load_data
+    from .tallrec import _load_data, run_record, save_run
 
     config = config or TrainConfig()
     out = check_output_dir(out, force)
@@ -254,33 +249,21 @@ def train_victim(
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir), save_steps=save_steps,
     )
     if result.is_main_process:
-        lengths = [len(f["input_ids"]) for f in features]
-        info = {
-            "format_version": FORMAT_VERSION,
+        info, timing = run_record(config, dataset, data_info, [len(f["input_ids"]) for f in features], result)
+        info.update({
             "victim": VICTIM,
-            "backbone": config.backbone,
-            "config": config.model_dump(mode="json"),
+            "format_version": FORMAT_VERSION,
             "sasrec": sconfig.model_dump(mode="json"),
             "projector": {"in": int(table.shape[1]), "hidden": int(model.config.hidden_size),
                           "layers": "Linear-GELU-Linear"},
-            "dataset": {**data_info, "domain": dataset.catalog.domain},
-            "template": config.template if config.template is not None else "per-sample",
-            "train_samples": len(features),
-            "tokens_per_sample": {"mean": round(float(np.mean(lengths)), 2), "max": max(lengths)},
-            "steps": result.steps,
             "curriculum": curriculum_counts(result.steps, config.seed),
             "sasrec_valid_HR@1": rec_summary["valid_HR@1"],
-        }
-        timing = {
+        })
+        timing.update({
             "train_seconds": round(result.seconds + rec_summary["seconds"], 2),
             "lora_seconds": round(result.seconds, 2),
             "sasrec_seconds": rec_summary["seconds"],
-            "steps": result.steps,
-            "tokens": result.tokens,
-            "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9), 1),
-            "processes": int(result.accelerator.num_processes),
-            "device": str(result.accelerator.device),
-        }
+        })
         rec_info = {
             "format_version": sasrec_victim.FORMAT_VERSION, "victim": sasrec_victim.VICTIM, "backbone": None,
             "sasrec": sconfig.model_dump(mode="json"), "n_items": rec_summary["n_items"],
@@ -289,16 +272,12 @@ def train_victim(
             "valid_HR@1": rec_summary["valid_HR@1"],
         }
         with atomic_output_dir(out, force=force) as tmp:
-            with quiet_peft():
-                result.model.save_pretrained(tmp / "adapter", safe_serialization=True)
+            save_run(tmp, result, info, timing)
             save_modules({PROJECTOR: projector}, tmp)
             (tmp / "sasrec").mkdir()
             sasrec_victim.save_sasrec(rec, tmp / "sasrec")
             write_json(tmp / "sasrec" / "victim.json", rec_info)
             (tmp / "sasrec" / "training_log.jsonl").write_text(log_lines(rec_log), encoding="utf-8")
-            write_json(tmp / "victim.json", info)
-            (tmp / "training_log.jsonl").write_text(log_lines(result.log), encoding="utf-8")
-            write_json(tmp / "timing.json", timing)
     result.accelerator.wait_for_everyone()
     return out
 

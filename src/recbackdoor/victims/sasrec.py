@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -85,14 +86,9 @@ def build_model(n_items: int, config: SASRecConfig) -> Any:
         return _sasrec_class()(n_items, config)
 
 
-_CLASS: Any = None
-
-
+@cache
 def _sasrec_class() -> Any:
     """The module class, defined on first use (torch is imported lazily)."""
-    global _CLASS
-    if _CLASS is not None:
-        return _CLASS
     import torch
     from torch import nn
 
@@ -149,7 +145,6 @@ def _sasrec_class() -> Any:
             h = self.encode(seqs)
             return (self.item_emb(candidates) * h.unsqueeze(1)).sum(-1)
 
-    _CLASS = SASRec
     return SASRec
 
 

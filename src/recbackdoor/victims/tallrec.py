@@ -100,33 +100,48 @@ def train_victim(
         checkpoint_dir=None if checkpoint_dir is None else str(checkpoint_dir), save_steps=save_steps,
     )
     if result.is_main_process:
-        lengths = [len(e.input_ids) for e in examples]
-        info = {
-            "format_version": FORMAT_VERSION,
-            "victim": VICTIM,
-            "backbone": config.backbone,
-            "config": config.model_dump(mode="json"),
-            "dataset": {**data_info, "domain": dataset.catalog.domain},
-            "template": config.template if config.template is not None else "per-sample",
-            "train_samples": len(examples),
-            "tokens_per_sample": {"mean": round(float(np.mean(lengths)), 2), "max": max(lengths)},
-            "steps": result.steps,
-        }
-        timing = {
-            "train_seconds": round(result.seconds, 2),
-            "steps": result.steps,
-            "tokens": result.tokens,
-            "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9), 1),
-            "processes": int(result.accelerator.num_processes),
-            "device": str(result.accelerator.device),
-        }
+        info, timing = run_record(config, dataset, data_info, [len(e.input_ids) for e in examples], result)
         with atomic_output_dir(out, force=force) as tmp:
-            result.model.save_pretrained(tmp / "adapter", safe_serialization=True)
-            write_json(tmp / "victim.json", info)
-            (tmp / "training_log.jsonl").write_text(log_lines(result.log), encoding="utf-8")
-            write_json(tmp / "timing.json", timing)
+            save_run(tmp, result, info, timing)
     result.accelerator.wait_for_everyone()
     return out
+
+
+def run_record(
+    config: TrainConfig, dataset: SplitDataset, data_info: dict[str, Any], lengths: list[int], result: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``victim.json`` and ``timing.json`` of a LoRA victim's training run (``llara`` adds its
+    own fields to both)."""
+    info = {
+        "format_version": FORMAT_VERSION,
+        "victim": VICTIM,
+        "backbone": config.backbone,
+        "config": config.model_dump(mode="json"),
+        "dataset": {**data_info, "domain": dataset.catalog.domain},
+        "template": config.template if config.template is not None else "per-sample",
+        "train_samples": len(lengths),
+        "tokens_per_sample": {"mean": round(float(np.mean(lengths)), 2), "max": max(lengths)},
+        "steps": result.steps,
+    }
+    timing = {
+        "train_seconds": round(result.seconds, 2),
+        "steps": result.steps,
+        "tokens": result.tokens,
+        "tokens_per_s": round(result.tokens / max(result.seconds, 1e-9), 1),
+        "processes": int(result.accelerator.num_processes),
+        "device": str(result.accelerator.device),
+    }
+    return info, timing
+
+
+def save_run(folder: Path, result: Any, info: dict[str, Any], timing: dict[str, Any]) -> None:
+    """Write a LoRA victim's adapter (safetensors), ``victim.json``, ``training_log.jsonl`` and
+    ``timing.json`` into ``folder``."""
+    with quiet_peft():
+        result.model.save_pretrained(folder / "adapter", safe_serialization=True)
+    write_json(folder / "victim.json", info)
+    (folder / "training_log.jsonl").write_text(log_lines(result.log), encoding="utf-8")
+    write_json(folder / "timing.json", timing)
 
 
 def load_victim(
