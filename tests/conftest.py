@@ -47,6 +47,16 @@ def make_synthetic_dataset(n_users: int = 60, n_items: int = 80, seed: int = 0) 
     return SplitDataset(catalog=catalog, manifest={"dataset": "synthetic", "seed": seed}, **splits)
 
 
+@pytest.fixture(scope="session")
+def dataset_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset saved once (30 users, 40 items) for training tests; read only."""
+    from recbackdoor.data.io import save_dataset
+
+    out = tmp_path_factory.mktemp("data") / "synthetic"
+    save_dataset(make_synthetic_dataset(n_users=30, n_items=40, seed=1), out)
+    return out
+
+
 @pytest.fixture
 def synthetic_dataset() -> SplitDataset:
     return make_synthetic_dataset()

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from recbackdoor.cli import main
-from recbackdoor.data.io import save_dataset
 from recbackdoor.errors import ConfigError
 from recbackdoor.io_utils import sha256_file
 from recbackdoor.models.backbones import load_backbone
@@ -25,19 +24,10 @@ from recbackdoor.models.lora import (
 from recbackdoor.victims import victim_trainer
 from recbackdoor.victims.tallrec import load_victim, train_victim, training_examples
 
-from .conftest import make_synthetic_dataset
-
 TINY = {"backbone": "tiny-random", "dtype": "fp32", "batch_size": 4}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    save_dataset(make_synthetic_dataset(n_users=30, n_items=40, seed=1), out)
-    return out
 
 
 def _answer_loss(model, examples) -> float:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from recbackdoor.cli import main
-from recbackdoor.data.io import load_dataset, save_dataset
+from recbackdoor.data.io import load_dataset
 from recbackdoor.eval.evaluate import evaluate_model
 from recbackdoor.eval.protocols import generate_protocol, naive_score, score_protocol
 from recbackdoor.io_utils import sha256_file
@@ -39,13 +39,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 TINY = {"backbone": "tiny-random", "dtype": "fp32", "batch_size": 4, "lora_dropout": 0.0, "template": 0,
         "sasrec_epochs": 2, "lr": 5e-3}
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    save_dataset(make_synthetic_dataset(n_users=30, n_items=40, seed=1), out)
-    return out
 
 
 @pytest.fixture(scope="module")

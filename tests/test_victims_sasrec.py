@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from recbackdoor.cli import main
-from recbackdoor.data.io import save_dataset
 from recbackdoor.errors import ConfigError
 from recbackdoor.eval.evaluate import evaluate_model
 from recbackdoor.models.lora import make_train_config
@@ -29,13 +27,6 @@ from recbackdoor.victims.sasrec import (
 from .conftest import make_synthetic_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-@pytest.fixture(scope="module")
-def dataset_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("data") / "synthetic"
-    save_dataset(make_synthetic_dataset(n_users=30, n_items=40, seed=1), out)
-    return out
 
 
 def test_sasrec_learns_lastfm_and_beats_popularity(shared_data):
