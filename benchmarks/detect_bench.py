@@ -63,7 +63,7 @@ def trusted_scanner(data: Path, out: Path, backbone: str | None, seed: int) -> P
     catalog of the domain" way to avoid learning a poisoned catalog's trigger as clean."""
     from recbackdoor.data.io import load_dataset
     from recbackdoor.defense.defend import training_items
-    from recbackdoor.defense.pscanner import PScanner, ScannerConfig
+    from recbackdoor.defense.pscanner import CatalogTrainedScanner, ScannerConfig
 
     if (out / "scanner.json").is_file():
         return out
@@ -71,7 +71,7 @@ def trusted_scanner(data: Path, out: Path, backbone: str | None, seed: int) -> P
     titles = sorted({clean.catalog.titles[i] for i in training_items(clean)})
     start = time.perf_counter()
     cfg = ScannerConfig.fast(**({"backbone": backbone} if backbone else {}), seed=seed)
-    scanner = PScanner(**({"backbone": backbone} if backbone else {})).fit(titles, clean.catalog.domain, train_config=cfg)
+    scanner = CatalogTrainedScanner(cfg).fit(titles, clean.catalog.domain)
     scanner.save(out)
     print(f"trained a scanner on {len(titles)} clean titles of {data.name} in {time.perf_counter() - start:.0f}s: {out}", flush=True)
     return out

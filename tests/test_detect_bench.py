@@ -103,7 +103,7 @@ class FakeScanner:
 
     def __init__(self, with_channels: bool = True):
         self.channels, self.trained, self.fits, self.scored = "both", 0, 0, []
-        self.threshold = 0.5
+        self.threshold, self.model = 0.5, None
         if not with_channels:
             self.set_channels = None
         FakeScanner.instances.append(self)
@@ -112,9 +112,11 @@ class FakeScanner:
         self.channels = mode
         return self
 
-    def fit(self, titles, domain, train_config=None):
+    def fit(self, titles, domain):
         self.fits += 1
-        self.trained += train_config is not None
+        if self.model is None:  # as CatalogTrainedScanner: trains on its first fit only
+            self.model = object()
+            self.trained += 1
         return self
 
     def score(self, titles):
@@ -130,7 +132,7 @@ def test_pscanner_ablation_rows_come_from_one_fitted_scanner(slice_dir, tmp_path
 
     FakeScanner.instances.clear()
     monkeypatch.setattr(defend_module, "build_detector",
-                        lambda method, *a, **k: (FakeScanner(), {"train_config": object()}))  # fmt: skip
+                        lambda method, *a, **k: FakeScanner())  # fmt: skip
     report = run_detect_bench(slice_dir, tmp_path / "b", BenchConfig(methods=("pscanner",), levels=("char",)), progress=False)
     assert [r["detector"] for r in report["rows"]] == ["pscanner", "pscanner-llm", "pscanner-evidence"]
     (sc,) = FakeScanner.instances
@@ -142,7 +144,7 @@ def test_pscanner_ablation_rows_come_from_one_fitted_scanner(slice_dir, tmp_path
     assert rows["pscanner-llm"]["seconds"] >= rows["pscanner"]["seconds"]  # includes the shared pass
 
     FakeScanner.instances.clear()
-    monkeypatch.setattr(defend_module, "build_detector", lambda method, *a, **k: (FakeScanner(False), {}))
+    monkeypatch.setattr(defend_module, "build_detector", lambda method, *a, **k: FakeScanner(False))
     report = run_detect_bench(slice_dir, tmp_path / "c", BenchConfig(methods=("pscanner",), levels=("char",)), progress=False)
     assert [r["detector"] for r in report["rows"]] == ["pscanner"]
     assert "set_channels is not available" in report["rows"][0]["note"]

@@ -27,14 +27,6 @@ LAYERS = (
     ("experiments",),
     ("cli", "__main__"),
 )
-# Known cycle, owned by the P-Scanner work (issue 14: split the scanner's inference from its
-# training): scanner.py -> train.py -> rounds.py -> scanner.py. Exempt exactly this set, so any
-# other cycle, or this one growing, still fails.
-KNOWN_CYCLES = [
-    frozenset(
-        f"{PACKAGE}.defense.pscanner.{name}" for name in ("scanner", "train", "rounds")
-    ),
-]
 NOT_IMPORTABLE = {f"{PACKAGE}.__main__"}  # runs the CLI when imported
 
 
@@ -104,12 +96,8 @@ def _cycles(edges: dict[str, set[str]]) -> list[frozenset[str]]:
 
 
 def _topological(edges: dict[str, set[str]]) -> list[str]:
-    """Modules with everything they import first (the exempted cycle's edges left out)."""
-    exempt = set().union(*KNOWN_CYCLES)
-    deps = {
-        m: {d for d in imported if d != m and not (m in exempt and d in exempt)}
-        for m, imported in edges.items()
-    }
+    """Modules with everything they import first."""
+    deps = {m: {d for d in imported if d != m} for m, imported in edges.items()}
     order: list[str] = []
     done: set[str] = set()
     while len(order) < len(deps):
@@ -132,9 +120,8 @@ def test_no_module_imports_a_higher_layer(graph):
 
 
 def test_no_import_cycles(graph):
-    cycles = _cycles(_edges(graph))
-    new = [sorted(c) for c in cycles if c not in KNOWN_CYCLES]
-    assert not new, f"import cycles between modules: {new}"
+    cycles = [sorted(c) for c in _cycles(_edges(graph))]
+    assert not cycles, f"import cycles between modules: {cycles}"
 
 
 def test_every_module_imports_in_a_fresh_interpreter(graph):

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from recbackdoor.attack.triggers import insert_trigger
-from recbackdoor.defense.pscanner import PScanner, ScannerConfig
+from recbackdoor.defense.pscanner import CatalogTrainedScanner, PScanner, ScannerConfig
 from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE, CatalogEvidence, combine
 from recbackdoor.defense.pscanner.robust import robust_negatives, suspicious_titles
 
@@ -144,14 +144,14 @@ def test_scanner_fitted_on_a_poisoned_catalog_never_trains_on_its_poison(monkeyp
         n_agent_triggers=0, use_agent=False, n_val_clean=24, batch_size=8, score_batch_size=32,
         round_triggers=1,
     )  # fmt: skip
-    sc = PScanner(backbone="tiny-random").fit(titles, "movies", train_config=cfg)
+    sc = CatalogTrainedScanner(cfg).fit(titles, "movies")
     assert seen["train"] and seen["val"]
     assert not (seen["train"] | seen["val"]) & poisoned
     assert sc.log["n_dropped_suspicious"] >= len(poisoned)
     assert sc.channels == "both" and sc.uses_evidence  # evidence fitted on the whole catalog
     # without the first pass the poison is trained on as clean (what issue 10 found)
     seen["train"].clear()
-    PScanner(backbone="tiny-random").fit(titles, "movies", train_config=ScannerConfig(**{**cfg.to_dict(), "robust": False, "exclude_triggers": cfg.exclude_triggers}))
+    CatalogTrainedScanner(ScannerConfig(**{**cfg.to_dict(), "robust": False, "exclude_triggers": cfg.exclude_triggers})).fit(titles, "movies")
     assert seen["train"] & poisoned
 
 
@@ -200,7 +200,7 @@ def test_fast_config_is_what_defend_trains_without_a_scanner():
     fast = ScannerConfig.fast()
     assert fast.rounds == 0 and not fast.use_agent and fast.robust and fast.n_train < ScannerConfig().n_train
     assert ScannerConfig().robust and ScannerConfig().evidence_max_share == 1.0
-    det, opts = build_detector("pscanner", backbone="tiny-random", seed=3)
-    assert isinstance(det, PScanner) and det.model is None
-    cfg = opts["train_config"]
+    det = build_detector("pscanner", backbone="tiny-random", seed=3)
+    assert isinstance(det, CatalogTrainedScanner) and det.model is None
+    cfg = det.train_config
     assert (cfg.rounds, cfg.use_agent, cfg.seed, cfg.backbone, cfg.robust) == (0, False, 3, "tiny-random", True)

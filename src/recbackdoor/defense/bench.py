@@ -199,11 +199,11 @@ def _metric_row(y: np.ndarray, scores: np.ndarray, flags: np.ndarray) -> dict[st
     return {"n": int(len(y)), "n_poisoned": int(y.sum()), **{k: m[k] for k in keys}}
 
 
-def _timed_detect(detector: Any, dataset: Any, fit_options: dict[str, Any] | None) -> tuple[list[dict[str, Any]], float]:
+def _timed_detect(detector: Any, dataset: Any) -> tuple[list[dict[str, Any]], float]:
     from .defend import detect
 
     start = time.perf_counter()
-    rows = detect(detector, dataset, fit_options)
+    rows = detect(detector, dataset)
     return rows, time.perf_counter() - start
 
 
@@ -214,19 +214,19 @@ def bench_title_method(
     config: BenchConfig,
     level: str,
     progress: bool = True,
-    built: tuple[Any, dict[str, Any]] | None = None,
+    built: Any = None,
 ) -> list[dict[str, Any]]:
     """Rows for one title detector (three for P-Scanner with channel ablation) on one poisoned
     dataset: a fresh detector (or ``built``, reused from an earlier cell), ``detect`` as
     ``defend`` runs it, metrics per distinct title."""
     from .defend import build_detector
 
-    if built is None:
-        built = build_detector(
+    detector = built
+    if detector is None:
+        detector = build_detector(
             method, config.backbone, config.scanner_dir if method == "pscanner" else None, config.seed,
             model_dir=config.model_for(level) if method == "bki" else None,
         )  # fmt: skip
-    detector, fit_options = built
     for lazy in ("lm", "encoder"):  # load a lazily loaded model now: loading is not timed
         if isinstance(getattr(type(detector), lazy, None), property):
             getattr(detector, lazy)
@@ -247,7 +247,7 @@ def bench_title_method(
             except ConfigError as exc:  # e.g. a scanner calibrated without evidence
                 note += f"; no {name} row: {exc}"
                 continue
-        rows, seconds = _timed_detect(detector, dataset, fit_options if k == 0 else None)
+        rows, seconds = _timed_detect(detector, dataset)
         if method == "bki":
             note = f"read the {detector.reads}"  # known once the LM is loaded
         if k == 0:
@@ -375,7 +375,7 @@ def run_detect_bench(
     if "bki" in config.methods and not config.model:
         notes.append(f"bki read the base backbone {config.backbone or 'smollm2-135m'}: no victim (--model) was given")
     scorers: dict[str, Any] = {}
-    kept: dict[tuple[str, str | None], tuple[Any, dict[str, Any]]] = {}
+    kept: dict[tuple[str, str | None], Any] = {}
     shared_lms: dict[str, Any] = {}
     if config.reuse_models:
         notes.append("--reuse-models: one detector per method for all cells (onion and a bki without a victim share "
@@ -425,8 +425,8 @@ def run_detect_bench(
                                 method, config.backbone, config.scanner_dir if method == "pscanner" else None,
                                 config.seed, model_dir=model,
                             )  # fmt: skip
-                            _share_title_lm(kept[(method, model)][0], method, model, shared_lms)
-                        built = (kept[(method, model)][0], {})
+                            _share_title_lm(kept[(method, model)], method, model, shared_lms)
+                        built = kept[(method, model)]
                     new = bench_title_method(method, result.dataset, triggered, config, level, progress, built)
                 for row in new:
                     row.update(cell)

@@ -67,11 +67,11 @@ def build_detector(
     seed: int = 0,
     threshold: float | None = None,
     model_dir: str | os.PathLike | None = None,
-) -> tuple[Detector, dict[str, Any]]:
-    """The detector for ``method`` and extra options for its ``fit``.
+) -> Detector:
+    """The detector for ``method``.
 
     P-Scanner: loaded from ``scanner_dir`` (a trained scanner) when given; otherwise a fresh
-    scanner that ``fit`` trains on the training titles themselves with
+    ``CatalogTrainedScanner`` that ``fit`` trains on the training titles themselves with
     ``ScannerConfig.fast()`` (no adversarial rounds; a few minutes on CPU), after the robust
     first pass has left every title sharing a repeated fragment of an unusual shape out of its
     negatives (``pscanner/robust.py``), so the catalog's own poison is not learnt as clean.
@@ -79,29 +79,26 @@ def build_detector(
     (as BKI is defined); without it BKI reads the base ``backbone``. Other methods ignore it.
     """
     check_method(method)
-    fit_options: dict[str, Any] = {}
     if method == "pscanner":
         if scanner_dir is not None:
             from .pscanner.scanner import load_scanner
 
             detector: Any = load_scanner(scanner_dir, progress=True)
         else:
-            from .pscanner.scanner import PScanner
-            from .pscanner.train import ScannerConfig
+            from .pscanner.train import CatalogTrainedScanner, ScannerConfig
 
             name = backbone or ScannerConfig.backbone
-            detector = PScanner(backbone=name, progress=True)
-            fit_options["train_config"] = ScannerConfig.fast(backbone=name, seed=seed)
+            detector = CatalogTrainedScanner(ScannerConfig.fast(backbone=name, seed=seed), progress=True)
         if threshold is not None:
             detector.threshold = float(threshold)
-        return detector, fit_options
+        return detector
     if scanner_dir is not None:
         raise ConfigError(f"--scanner is only used by method pscanner, not {method!r}")
     from .baselines import make_detector
 
     model = None if model_dir is None or method != "bki" else str(model_dir)
     detector = make_detector(method, backbone=backbone, seed=seed, threshold=threshold, progress=True, model=model)
-    return detector, fit_options
+    return detector
 
 
 def _spans(detector: Any, titles: list[str]) -> list[str | None]:
@@ -115,14 +112,14 @@ def _spans(detector: Any, titles: list[str]) -> list[str | None]:
 
 
 def detect(
-    detector: Detector, dataset: SplitDataset, fit_options: dict[str, Any] | None = None
+    detector: Detector, dataset: SplitDataset
 ) -> list[dict[str, Any]]:
     """Fit on the training items' distinct titles, score them; one row per training item
     (``span``: the detected trigger, for flagged titles whose detector knows it)."""
     items = training_items(dataset)
     titles = [dataset.catalog.titles[i] for i in items]
     distinct = sorted(set(titles))
-    detector.fit(distinct, dataset.catalog.domain, **(fit_options or {}))
+    detector.fit(distinct, dataset.catalog.domain)
     scores = np.asarray(detector.score(distinct), dtype=float)
     flagged = [t for t, s in zip(distinct, scores, strict=True) if s >= detector.threshold]
     spans = dict(zip(flagged, _spans(detector, flagged), strict=True))
@@ -187,8 +184,8 @@ def defend(
     manifest_path = data_dir / POISON_MANIFEST
     poison_manifest = read_json(manifest_path) if manifest_path.is_file() else None
 
-    detector, fit_options = build_detector(method, backbone, scanner_dir, seed, threshold, model_dir=model_dir)
-    rows = detect(detector, dataset, fit_options)
+    detector = build_detector(method, backbone, scanner_dir, seed, threshold, model_dir=model_dir)
+    rows = detect(detector, dataset)
     flagged = [r["item"] for r in rows if r["flagged"]]
     spans = {r["item"]: r.get("span") for r in rows if r["flagged"]}
     sanitized, sanitize_report = sanitize(dataset, flagged, policy, spans, poison_manifest)

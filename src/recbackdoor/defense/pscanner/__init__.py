@@ -1,6 +1,7 @@
 """P-Scanner: an LLM poison scanner for item titles (DESIGN 5).
 
-- ``PScanner``: the Detector (per-title Yes/No LLM score + optional cross-title evidence).
+- ``PScanner``: the Detector around a trained scanner (per-title Yes/No LLM score + optional
+  cross-title evidence); ``CatalogTrainedScanner`` trains one on the catalog it is fitted to.
 - ``train_scanner(titles, domain, config, out)``: synthetic triggers (agent + rules),
   supervised + DPO training, adversarial rounds, threshold calibration.
 - ``load_scanner(dir)``, ``scan_catalog(catalog, out, ...)``.
@@ -8,9 +9,10 @@
 
 from .catalog_io import read_catalog, scan_catalog, write_flagged
 from .scanner import PScanner, load_scanner, scanner_prompt
-from .train import ScannerConfig, train_scanner
+from .train import CatalogTrainedScanner, ScannerConfig, train_scanner
 
 __all__ = [
+    "CatalogTrainedScanner",
     "PScanner",
     "ScannerConfig",
     "load_scanner",

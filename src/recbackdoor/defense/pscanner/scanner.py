@@ -2,10 +2,12 @@
 title?" (DESIGN 5). Score = P(Yes) renormalised over {Yes, No} from the next-token logits at the
 answer position, computed for a whole batch in one forward pass (left padding, no generation).
 
-``PScanner`` is a :class:`~recbackdoor.defense.base.Detector`. ``fit`` on a catalog trains a
-scanner when it has none and, with evidence on, scores the catalog once to learn which
+``PScanner`` is the inference side, a :class:`~recbackdoor.defense.base.Detector` around a
+trained model: ``fit`` on a catalog (evidence on) scores the catalog once to learn which
 fragments are shared by suspicious titles (see ``evidence.py``); ``score`` then combines the
 per-title score with that evidence. Saved as a LoRA adapter (safetensors) + ``scanner.json``.
+Training lives in ``train.py`` (``train_scanner``, and ``CatalogTrainedScanner``, which trains
+on the catalog it is fitted to); this module imports nothing from it.
 """
 
 from __future__ import annotations
@@ -126,7 +128,7 @@ class PScanner:
         channels after ``fit`` needs no refit); False before any ``fit``."""
         if self._evidence is None and self._fit_titles is not None:
             own = self.title_scores(self._fit_titles)
-            self._evidence = CatalogEvidence(self._fit_titles, own, **self._evidence_options())
+            self._evidence = CatalogEvidence(self._fit_titles, own, **self.evidence_options())
         return self._evidence is not None
 
     @property
@@ -171,36 +173,24 @@ class PScanner:
         self.evidence_mode = "off" if mode == "llm" else "max"
         return self
 
-    def fit(self, titles: Sequence[str], domain: str, train_config: Any = None) -> PScanner:
-        """Train on the catalog if there is no model yet; then (evidence on) score the catalog
-        and keep its fragment group scores."""
-        titles = [str(t) for t in titles]
-        if self.model is None:
-            from .train import ScannerConfig, train_scanner
-
-            cfg = train_config or ScannerConfig.fast(backbone=self.backbone)
-            self._adopt(train_scanner(titles, domain, cfg, progress=self.progress))
-        elif domain != self.domain:
+    def fit(self, titles: Sequence[str], domain: str) -> PScanner:
+        """With evidence on, score the catalog and keep its fragment group scores. The scanner
+        must be trained (``load_scanner`` or ``train_scanner``); ``CatalogTrainedScanner``
+        trains one on the catalog first."""
+        self._require_model()
+        if domain != self.domain:
             raise ConfigError(
                 f"scanner was trained for domain {self.domain!r}, catalog is {domain!r}; "
                 "train a scanner for this domain (recbackdoor scanner train --domain ...)"
             )
-        self._fit_titles = list(dict.fromkeys(titles))
+        self._fit_titles = list(dict.fromkeys(str(t) for t in titles))
         self._evidence = None
         if self.evidence_mode != "off":
             self._ensure_evidence()
         return self
 
-    def _adopt(self, trained: PScanner) -> None:
-        """Take over a freshly trained scanner (model, thresholds, logs); a threshold the
-        caller set by hand stays."""
-        override, channels = self._threshold_override, self.channels
-        self.__dict__.update(trained.__dict__)
-        self._threshold_override = override
-        if channels != self.channels:
-            self.set_channels(channels)
-
-    def _evidence_options(self) -> dict:
+    def evidence_options(self) -> dict:
+        """Options of the cross-title evidence, as calibrated (``evidence.CatalogEvidence``)."""
         return {
             "min_count": int(self.config.get("evidence_min_count", 3)),
             "max_share": float(self.config.get("evidence_max_share", 1.0)),
@@ -247,7 +237,10 @@ class PScanner:
 
     def _require_model(self) -> None:
         if self.model is None:
-            raise RecBackdoorError("the scanner has no model yet; call fit() or load_scanner(dir) first")
+            raise RecBackdoorError(
+                "the scanner has no model; load one with load_scanner(dir), or train one with "
+                "train_scanner() or CatalogTrainedScanner().fit()"
+            )
 
     # ------------------------------------------------------------------ save / load
     def metadata(self) -> dict[str, Any]:

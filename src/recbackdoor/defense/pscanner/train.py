@@ -99,7 +99,7 @@ class ScannerConfig:
 
     @classmethod
     def fast(cls, **overrides: Any) -> ScannerConfig:
-        """What ``defend --method pscanner`` (and ``PScanner().fit``) train when no scanner is
+        """What ``defend --method pscanner`` (and ``CatalogTrainedScanner().fit``) train when no scanner is
         given: 960 synthetic examples, 48 DPO pairs, rule triggers only (no agent model to load
         and sample), 300 held-out clean titles, no adversarial rounds. Measured on real BadRec
         output (README): the evidence channel reaches F1 1.00 on ML-100K at round 0 with this
@@ -128,6 +128,28 @@ class ScannerConfig:
         d = dataclasses.asdict(self)
         d["exclude_triggers"] = list(self.exclude_triggers)
         return d
+
+
+class CatalogTrainedScanner(PScanner):
+    """A P-Scanner that trains itself on the catalog it is fitted to (``ScannerConfig.fast``
+    unless ``config`` says otherwise): what ``defend --method pscanner`` does without
+    ``--scanner``. The robust first pass (``robust.py``) keeps the catalog's own repeated
+    poison out of the negatives. A threshold set before ``fit`` survives the training."""
+
+    def __init__(self, config: ScannerConfig | None = None, *, progress: bool = False, **kwargs: Any) -> None:
+        self.train_config = config or ScannerConfig.fast()
+        super().__init__(backbone=self.train_config.backbone, progress=progress, **kwargs)
+
+    def fit(self, titles: Sequence[str], domain: str) -> PScanner:
+        titles = [str(t) for t in titles]
+        if self.model is None:
+            trained = train_scanner(titles, domain, self.train_config, progress=self.progress)
+            override, channels = self._threshold_override, self.channels
+            self.__dict__.update(trained.__dict__)
+            self._threshold_override = override
+            if channels != self.channels:
+                self.set_channels(channels)
+        return super().fit(titles, domain)
 
 
 def split_pool(titles: Sequence[str], cfg: ScannerConfig, rng: np.random.Generator) -> tuple[list[str], list[str]]:
