@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from recbackdoor.attack.triggers import insert_trigger
-from recbackdoor.defense.pscanner import CatalogTrainedScanner, PScanner, ScannerConfig
+from recbackdoor.defense.pscanner import CatalogTrainedScanner, ScannerConfig
 from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE, CatalogEvidence, combine
 from recbackdoor.defense.pscanner.robust import robust_negatives, suspicious_titles
 
