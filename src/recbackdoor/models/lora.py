@@ -161,8 +161,10 @@ def padding_share(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> f
 # --------------------------------------------------------------------------- LoRA
 
 
-def attach_lora(model: Any, config: TrainConfig) -> Any:
-    """Wrap ``model`` in a peft LoRA adapter (seeded init); only the adapter trains."""
+def attach_lora(model: Any, config: TrainConfig, top_fraction: float = 1.0) -> Any:
+    """Wrap ``model`` in a peft LoRA adapter (seeded init); only the adapter trains.
+    ``top_fraction`` < 1 puts it on the upper layers only, so backpropagation stops there:
+    cheaper steps on a CPU, the lower layers' features kept (the P-Scanner's choice)."""
     import torch
     from peft import LoraConfig, get_peft_model
 
@@ -173,6 +175,13 @@ def attach_lora(model: Any, config: TrainConfig) -> Any:
             f"LoRA target modules {missing} not found in backbone {config.backbone!r}; "
             "set target_modules to the names of its linear layers"
         )
+    if not 0 < top_fraction <= 1:
+        raise ConfigError(f"LoRA top_fraction must be in (0, 1], got {top_fraction}")
+    layers: dict[str, Any] = {}
+    n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
+    if top_fraction < 1 and n_layers:
+        first = n_layers - max(1, int(round(top_fraction * n_layers)))
+        layers = {"layers_to_transform": list(range(first, n_layers)), "layers_pattern": "layers"}
     lora = LoraConfig(
         task_type="CAUSAL_LM",
         r=config.lora_r,
@@ -180,6 +189,7 @@ def attach_lora(model: Any, config: TrainConfig) -> Any:
         lora_dropout=config.lora_dropout,
         target_modules=list(config.target_modules),
         bias="none",
+        **layers,
     )
     with torch.random.fork_rng(devices=[]), quiet_peft():
         torch.manual_seed(config.seed)
@@ -271,8 +281,9 @@ class TrainResult:
     accelerator: Any = None
 
 
-def _progress_callback(log: list[dict[str, Any]]) -> Any:
-    """A TrainerCallback: tqdm bar with loss and tokens/s, and one log row per logging step."""
+def _progress_callback(log: list[dict[str, Any]], desc: str = "train", bar: bool = True) -> Any:
+    """A TrainerCallback: tqdm bar (``bar``) with loss and tokens/s, and one log row per
+    logging step."""
     from tqdm.auto import tqdm
     from transformers import TrainerCallback
 
@@ -284,8 +295,8 @@ def _progress_callback(log: list[dict[str, Any]]) -> Any:
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.t0 = self.last_t = time.perf_counter()
-            if state.is_world_process_zero:
-                self.bar = tqdm(total=state.max_steps, desc="train", unit="step", dynamic_ncols=True)
+            if state.is_world_process_zero and bar:
+                self.bar = tqdm(total=state.max_steps, desc=desc, unit="step", dynamic_ncols=True, leave=desc == "train")
 
         def on_step_end(self, args, state, control, **kwargs):
             if self.bar is not None:
@@ -360,8 +371,8 @@ def train_lora(
     save_steps: int = 10,
     hooks: TrainingHooks | None = None,
 ) -> TrainResult:
-    """Fine-tune a LoRA adapter on ``examples`` with the HF ``Trainer``; returns the peft model.
-    ``callbacks``: extra ``TrainerCallback`` objects (e.g. a benchmark's timers).
+    """Fine-tune a fresh LoRA adapter on ``examples`` with the HF ``Trainer``; returns the peft
+    model. ``callbacks``: extra ``TrainerCallback`` objects (e.g. a benchmark's timers).
     ``checkpoint_dir``: keep a checkpoint there every ``save_steps`` steps (adapter, optimiser,
     scheduler, RNG states) and resume from the last one found, so an interrupted run finishes
     with the same weights as an uninterrupted one.
@@ -369,19 +380,43 @@ def train_lora(
     Load ``model`` in the dtype of :func:`weights_and_autocast`; the adapter weights stay fp32
     (peft's default). ``hooks``: see :class:`TrainingHooks`.
     """
-    import torch
-    from transformers import PrinterCallback, ProgressCallback, TrainingArguments, set_seed
+    from transformers import set_seed
 
     if not examples:
         raise ConfigError("no training samples: the dataset's train split is empty")
     set_seed(config.seed)
-    _, autocast = weights_and_autocast(config)
     _set_attention(model, config)
-    window = config.answer_logits_only and supports_answer_window(model)
     hooks = hooks or TrainingHooks()
     peft_model = attach_lora(model, config)
     if hooks.after_lora is not None:
         hooks.after_lora(peft_model)
+    return train_adapter(peft_model, tokenizer, examples, config, callbacks, checkpoint_dir, save_steps, hooks)
+
+
+def train_adapter(
+    peft_model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    config: TrainConfig,
+    callbacks: Sequence[Any] = (),
+    checkpoint_dir: str | None = None,
+    save_steps: int = 10,
+    hooks: TrainingHooks | None = None,
+    *,
+    desc: str = "train",
+    progress: bool = True,
+) -> TrainResult:
+    """Go on training the adapter of ``peft_model`` on ``examples`` (answer-only loss) with
+    the HF ``Trainer``: the one training loop of the package, used by :func:`train_lora` for
+    the victims and by the P-Scanner's supervised steps. Arguments as :func:`train_lora`;
+    ``desc`` names the progress bar, ``progress=False`` hides it (the log is kept)."""
+    from transformers import PrinterCallback, ProgressCallback, TrainingArguments
+
+    if not examples:
+        raise ConfigError("no training examples")
+    _, autocast = weights_and_autocast(config)
+    window = config.answer_logits_only and supports_answer_window(peft_model)
+    hooks = hooks or TrainingHooks()
     peft_model.train()
     log: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
@@ -393,31 +428,29 @@ def train_lora(
         if resume is not None and hooks.extra_state:
             load_modules(hooks.extra_state, resume)
         args = TrainingArguments(
-            output_dir=scratch,
-            learning_rate=config.lr,
-            num_train_epochs=config.epochs,
-            max_steps=config.max_steps or -1,
-            per_device_train_batch_size=config.batch_size,
-            gradient_accumulation_steps=config.grad_accum,
-            warmup_steps=config.warmup_ratio,
-            lr_scheduler_type=config.scheduler,
-            weight_decay=config.weight_decay,
-            max_grad_norm=config.max_grad_norm,
-            seed=config.seed,
-            train_sampling_strategy="group_by_length" if config.group_by_length else "random",
-            logging_steps=config.logging_steps,
-            include_num_input_tokens_seen="non_padding",
-            save_strategy="no" if checkpoint_dir is None else "steps",
-            save_steps=save_steps,
-            save_total_limit=1,
-            report_to="none",
-            disable_tqdm=True,
-            remove_unused_columns=False,
-            label_names=["labels"],
-            ddp_find_unused_parameters=False,
-            use_cpu=not torch.cuda.is_available(),
-            bf16=autocast,
-            dataloader_num_workers=0,
+            **trainer_options(
+                config.seed,
+                output_dir=scratch,
+                learning_rate=config.lr,
+                num_train_epochs=config.epochs,
+                max_steps=config.max_steps or -1,
+                per_device_train_batch_size=config.batch_size,
+                gradient_accumulation_steps=config.grad_accum,
+                warmup_steps=config.warmup_ratio,
+                lr_scheduler_type=config.scheduler,
+                weight_decay=config.weight_decay,
+                max_grad_norm=config.max_grad_norm,
+                train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+                logging_steps=config.logging_steps,
+                include_num_input_tokens_seen="non_padding",
+                save_strategy="no" if checkpoint_dir is None else "steps",
+                save_steps=save_steps,
+                save_total_limit=1,
+                remove_unused_columns=False,
+                label_names=["labels"],
+                ddp_find_unused_parameters=False,
+                bf16=autocast,
+            )
         )
         extra_callbacks = [_extra_state_callback(hooks.extra_state)] if hooks.extra_state else []
         trainer = _trainer_class(hooks.select_inputs)(
@@ -425,7 +458,7 @@ def train_lora(
             args=args,
             train_dataset=examples if hooks.collator is not None else ExampleDataset(examples),
             data_collator=hooks.collator or AnswerOnlyCollator(int(tokenizer.pad_token_id), answer_window=window),
-            callbacks=[_progress_callback(log), *extra_callbacks, *callbacks],
+            callbacks=[_progress_callback(log, desc, progress), *extra_callbacks, *callbacks],
         )
         for cb in (PrinterCallback, ProgressCallback):
             trainer.remove_callback(cb)
@@ -442,6 +475,24 @@ def train_lora(
         is_main_process=trainer.accelerator.is_main_process,
         accelerator=trainer.accelerator,
     )
+
+
+def trainer_options(seed: int, **overrides: Any) -> dict[str, Any]:
+    """The arguments every Trainer run of the package shares (``TrainingArguments`` and TRL's
+    ``DPOConfig``/``GRPOConfig`` alike): seeds, no reporting, no tqdm of the Trainer's own (we
+    draw ours), the CPU when there is no GPU, one process for data loading."""
+    import torch
+
+    options: dict[str, Any] = {
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": "none",
+        "disable_tqdm": True,
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+    }
+    options.update(overrides)
+    return options
 
 
 def _trainer_class(select_inputs: Callable[[dict[str, Any], int, int], dict[str, Any]] | None) -> Any:

@@ -1,7 +1,10 @@
-"""Policy optimisation of the scanner and the agent (DESIGN 5).
+"""Policy optimisation of the scanner and the agent (DESIGN 5), on the package's one training
+stack: the Hugging Face ``Trainer`` of ``models/lora.py`` and TRL's trainers built on it.
 
+- ``add_lora``: the victims' ``attach_lora`` with the scanner's adapter settings.
 - ``sft_yes_no``: supervised cross-entropy on the answer token (" Yes"/" No") after the
-  scanner prompt; the loss reads the same last-position logits that scoring reads.
+  scanner prompt, through ``models.lora.train_adapter`` (answer-only loss, left padding with
+  position ids, so the loss reads the same last-position logits that scoring reads).
 - ``dpo_train``: TRL's DPOTrainer on a LoRA model (the reward step): for the scanner, chosen =
   the correct verdict, rejected = the wrong one (reward +1 / -1); for the agent, chosen = a
   trigger that evaded the scanner, rejected = one that was caught. With a PEFT model TRL uses a
@@ -21,32 +24,17 @@ from typing import Any
 
 import numpy as np
 
-LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-
 
 def add_lora(
     model: Any, r: int = 8, alpha: int = 16, dropout: float = 0.0, seed: int = 0, top_fraction: float = 1.0
 ) -> Any:
-    """Wrap ``model`` with a fresh LoRA adapter (Llama-style projections, else all linear
-    layers); only the adapter trains. ``top_fraction`` < 1 puts it on the upper layers only,
-    so backpropagation stops there: cheaper steps on a CPU, the lower layers' features kept."""
-    import torch
-    from peft import LoraConfig, get_peft_model
+    """Wrap ``model`` with a fresh LoRA adapter on its attention and MLP projections; only the
+    adapter trains. ``top_fraction`` < 1 puts it on the upper layers only (see
+    ``models.lora.attach_lora``)."""
+    from ...models.lora import TrainConfig, attach_lora
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    targets: Any = [t for t in LORA_TARGETS if t in names] or "all-linear"
-    extra: dict[str, Any] = {}
-    n_layers = getattr(model.config.get_text_config(), "num_hidden_layers", None)
-    if top_fraction < 1.0 and n_layers and targets != "all-linear":
-        first = n_layers - max(1, int(round(top_fraction * n_layers)))
-        extra = {"layers_to_transform": list(range(first, n_layers)), "layers_pattern": "layers"}
-    config = LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=targets, task_type="CAUSAL_LM", **extra
-    )
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # transformers' deprecation notes via peft
-        torch.manual_seed(seed)
-        return get_peft_model(model, config)
+    config = TrainConfig(lora_r=r, lora_alpha=alpha, lora_dropout=dropout, seed=seed)
+    return attach_lora(model, config, top_fraction=top_fraction)
 
 
 ANSWER_PAIRS = ((" Yes", " No"), ("Yes", "No"), (" yes", " no"), ("yes", "no"))
@@ -105,39 +93,26 @@ def sft_yes_no(
     progress: bool = True,
     desc: str = "scanner sft",
 ) -> dict[str, float]:
-    """Cross-entropy on the answer token; returns the mean loss of the first and last quarter."""
-    import torch
-    from tqdm.auto import tqdm
+    """Cross-entropy on the answer token (linear decay of the learning rate, gradients clipped
+    at norm 1); returns the mean loss of the first and last quarter of the steps."""
+    from ...models.lora import Example, TrainConfig, train_adapter
 
     yes, no = answer_ids(tokenizer)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    rng = np.random.default_rng(seed)
-    targets = torch.tensor([yes if y else no for y in labels])
-    device = next(model.parameters()).device
-    n_steps = epochs * ((len(prompts) + batch_size - 1) // batch_size)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0 - 0.9 * s / max(1, n_steps))
-    losses: list[float] = []
-    model.train()
-    torch.manual_seed(seed)
-    with tqdm(total=n_steps, desc=desc, disable=not progress, leave=False) as bar:
-        for _ in range(epochs):
-            order = rng.permutation(len(prompts))
-            for start in range(0, len(order), batch_size):
-                idx = order[start : start + batch_size]
-                batch = encode_left(tokenizer, [prompts[i] for i in idx], device)
-                logits = last_logits(model, batch).float()
-                loss = torch.nn.functional.cross_entropy(logits, targets[idx].to(device))
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                sched.step()
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses[-1]:.3f}")
+    weights = next(model.parameters()).dtype
+    examples = []
+    for prompt, label in zip(prompts, labels, strict=True):
+        ids = list(tokenizer(prompt)["input_ids"])
+        examples.append(Example(tuple(ids + [yes if label else no]), len(ids)))
+    config = TrainConfig(
+        dtype="bf16" if str(weights) == "torch.bfloat16" else "fp32",  # as loaded: no autocast
+        lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
+        scheduler="linear", warmup_ratio=0.0, logging_steps=1,
+    )  # fmt: skip
+    result = train_adapter(model, tokenizer, examples, config, desc=desc, progress=progress)
     model.eval()
+    losses = [row["loss"] for row in result.log]
     q = max(1, len(losses) // 4)
-    return {"loss_first": float(np.mean(losses[:q])), "loss_last": float(np.mean(losses[-q:])), "steps": len(losses)}
+    return {"loss_first": float(np.mean(losses[:q])), "loss_last": float(np.mean(losses[-q:])), "steps": result.steps}
 
 
 @contextlib.contextmanager
@@ -180,30 +155,31 @@ def dpo_train(
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    from ...models.lora import trainer_options
+
     cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
     bf16 = bool(cuda and torch.cuda.is_bf16_supported())
     padding_side = tokenizer.padding_side
     with tempfile.TemporaryDirectory(prefix="pscanner-dpo-") as tmp, _quiet():
         args = DPOConfig(
-            output_dir=tmp,
-            per_device_train_batch_size=batch_size,
-            num_train_epochs=epochs,
-            learning_rate=lr,
-            beta=beta,
-            seed=seed,
-            data_seed=seed,
-            report_to=[],
-            save_strategy="no",
-            logging_strategy="no",
-            gradient_checkpointing=False,
-            bf16=bf16,
-            fp16=False,
-            use_cpu=not cuda,
-            disable_tqdm=not progress,
-            dataset_num_proc=None,
-            max_length=256,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
+            **trainer_options(
+                seed,
+                output_dir=tmp,
+                per_device_train_batch_size=batch_size,
+                num_train_epochs=epochs,
+                learning_rate=lr,
+                beta=beta,
+                save_strategy="no",
+                logging_strategy="no",
+                gradient_checkpointing=False,
+                bf16=bf16,
+                fp16=False,
+                disable_tqdm=not progress,
+                dataset_num_proc=None,
+                max_length=256,
+                lr_scheduler_type="constant",
+                warmup_steps=0,
+            )
         )
         trainer = DPOTrainer(
             model=model,
