@@ -78,9 +78,9 @@ def run_case(work: Path, dataset: str, case: str) -> dict:
     orig = D.build_detector
 
     def spy(*a, **kw):
-        det, opts = orig(*a, **kw)
+        det = orig(*a, **kw)
         captured.append(det)
-        return det, opts
+        return det
 
     D.build_detector = spy
     out = work / f"{dataset}-{case}-defended"
