@@ -105,7 +105,7 @@ def test_defend_with_a_trained_pscanner(poisoned_dir, tmp_path, capsys):
 
     titles = load_dataset(poisoned_dir).catalog.titles
     config = ScannerConfig(
-        backbone="tiny-random", dtype="fp32", rounds=0, use_agent=False, n_train=32, n_dpo=4,
+        backbone="tiny-random", dtype="fp32", rounds=0, use_agent=False, n_train=32, n_policy=4,
         n_rule_triggers=3, n_val_clean=24, batch_size=8, score_batch_size=32,
     )  # fmt: skip
     train_scanner(titles, "movies", config, out=tmp_path / "scanner", progress=False)

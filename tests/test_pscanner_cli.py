@@ -41,7 +41,7 @@ def scanner_dir(catalogs, tmp_path_factory, monkeypatch_module):
     class TinyConfig(pscanner.ScannerConfig):
         dtype: str | None = "fp32"
         n_train: int = 32
-        n_dpo: int = 4
+        n_policy: int = 4
         n_rule_triggers: int = 3
         n_agent_triggers: int = 1
         n_val_clean: int = 12

@@ -140,7 +140,7 @@ def test_scanner_fitted_on_a_poisoned_catalog_never_trains_on_its_poison(monkeyp
     monkeypatch.setattr(train, "make_examples", spy_make)
     monkeypatch.setattr(train, "build_validation", spy_val)
     cfg = ScannerConfig(
-        backbone="tiny-random", dtype="fp32", rounds=0, n_train=32, n_dpo=0, n_rule_triggers=3,
+        backbone="tiny-random", dtype="fp32", rounds=0, n_train=32, n_policy=0, n_rule_triggers=3,
         n_agent_triggers=0, use_agent=False, n_val_clean=24, batch_size=8, score_batch_size=32,
         round_triggers=1,
     )  # fmt: skip

@@ -19,7 +19,7 @@ from recbackdoor.defense.pscanner.calibrate import (
 from recbackdoor.defense.pscanner.optimise import add_lora, answer_strings, sft_yes_no
 from recbackdoor.defense.pscanner.rounds import ROUND_KEYS
 from recbackdoor.defense.pscanner.scanner import scanner_prompt, yes_probability
-from recbackdoor.errors import RecBackdoorError
+from recbackdoor.errors import ConfigError, RecBackdoorError
 
 WORDS_A = ("Blue", "Night", "City", "Lost", "Wild", "Silent", "Golden", "Broken")
 WORDS_B = ("River", "Dream", "Heart", "Road", "Star", "Garden", "Empire", "Summer")
@@ -28,7 +28,7 @@ TITLES = [f"{a} {b} ({1950 + 7 * i % 60})" for i, (a, b) in enumerate((a, b) for
 
 def tiny_config(**kw) -> ScannerConfig:
     base = dict(
-        backbone="tiny-random", dtype="fp32", rounds=1, n_train=48, n_dpo=8, n_rule_triggers=4,
+        backbone="tiny-random", dtype="fp32", rounds=1, n_train=48, n_policy=8, n_rule_triggers=4,
         n_agent_triggers=2, n_val_clean=24, round_triggers=2, round_replay=8, agent_pairs=2,
         batch_size=8, score_batch_size=16,
     )  # fmt: skip
@@ -127,7 +127,7 @@ def test_training_writes_rounds_log_and_scanner_files(trained):
     meta = json.loads((out / "scanner.json").read_text())
     assert meta["backbone"] == "tiny-random" and meta["domain"] == "movies"
     assert meta["threshold"] == 0.5 and meta["evidence_thresholds"] == sc.evidence_thresholds
-    assert meta["log"]["rounds"][0]["round"] == 0 and "sft" in meta["log"] and "dpo" in meta["log"]
+    assert meta["log"]["rounds"][0]["round"] == 0 and "sft" in meta["log"] and meta["log"]["policy"]["method"] == "dpo"
     held = {t.lower() for t in meta["config"]["exclude_triggers"]}
     used = {t.lower() for ts in meta["log"]["train_triggers"].values() for t in ts}
     assert "5v" in held and not held & used
@@ -153,7 +153,7 @@ def test_save_load_round_trip_gives_same_scores(trained):
 
 def test_same_seed_same_scanner(trained, tmp_path):
     sc, out = trained
-    cfg = tiny_config(rounds=0, use_agent=False, n_train=24, n_dpo=4)
+    cfg = tiny_config(rounds=0, use_agent=False, n_train=24, n_policy=4)
     sc2 = train_scanner(TITLES, "movies", cfg, out=tmp_path / "a", progress=False)
     sc3 = train_scanner(TITLES, "movies", cfg, out=tmp_path / "b", progress=False)
     for name in ("scanner.json", "rounds.jsonl", "adapter/adapter_model.safetensors"):
@@ -232,3 +232,45 @@ def test_channels_switch_off_when_no_positive_stands_out():
     group = np.array([0.0, 0.0, 0.0, 0.0, 0.1])
     y = np.array([1, 1, 0, 0, 0])
     assert two_channel_thresholds(y, own, group, own[2:], group[2:], "best-f1", 0.01) == (CHANNEL_OFF, GROUP_OFF)
+
+
+def test_probe_set_is_one_hidden_yardstick_for_every_round(trained):
+    sc, _ = trained
+    log = sc.log
+    assert log["n_probe_clean"] > 0
+    probe = {t.lower() for ts in log["probe_triggers"].values() for t in ts}
+    trained_on = {t.lower() for ts in log["train_triggers"].values() for t in ts}
+    calibrated_on = {t.lower() for ts in log["val_triggers"].values() for t in ts}
+    assert probe and not probe & (trained_on | calibrated_on)
+    entries = [r["probe"] for r in log["rounds"]]
+    assert len(entries) == 2 and entries[0]["n"] == entries[1]["n"] and entries[0]["n_poisoned"] == entries[1]["n_poisoned"]
+    for e in entries:
+        assert 0.0 <= e["auroc"] <= 1.0 and 0.0 <= e["auroc_fixed"] <= 1.0 and 0.0 <= e["auroc_varied"] <= 1.0
+    assert ScannerConfig.fast().n_probe_clean == 0  # defend trains without rounds: nothing to follow
+
+
+def test_a_round_raises_probe_auroc_on_average():
+    """One adversarial round (hard positives from fresh triggers, replay) makes the scanner
+    better on the hidden probe triggers. The tiny random model learns slowly and one seed is
+    noise (probe AUROC moves by +-0.1 either way), so the claim is on the mean over 8 seeds
+    (measured +0.08, standard error 0.03, when this test was written)."""
+    gains = []
+    for seed in range(8):
+        cfg = tiny_config(
+            rounds=1, use_agent=False, round_triggers=6, round_insertions=3, lr=5e-3, n_train=64, n_policy=0,
+            seed=seed, round_replay=16,
+        )  # fmt: skip
+        rounds = train_scanner(TITLES, "movies", cfg, progress=False).log["rounds"]
+        gains.append(rounds[1]["probe"]["auroc"] - rounds[0]["probe"]["auroc"])
+    assert np.mean(gains) > 0.02, gains
+
+
+def test_policy_step_is_chosen_by_config():
+    with pytest.raises(ConfigError, match="policy 'ppo'"):
+        ScannerConfig(policy="ppo").check()
+    for policy, keys in (("grpo", {"grpo_steps", "mean_reward_last"}), ("none", set())):
+        sc = train_scanner(TITLES, "movies", tiny_config(policy=policy, rounds=0, n_policy=16), progress=False)
+        step = sc.log["policy"]
+        assert step["method"] == policy and keys <= set(step)
+        if policy == "grpo":
+            assert step["n"] == 16 and step["grpo_steps"] > 0

@@ -399,11 +399,11 @@ app.add_typer(scanner_app, name="scanner")
 
 
 def _scanner_config(backbone: str, rounds: int, seed: int, max_titles: Optional[int], evidence: str,  # noqa: UP045
-                    target_fpr: Optional[float], no_agent: bool, dtype: Optional[str]):  # noqa: UP045
+                    target_fpr: Optional[float], no_agent: bool, dtype: Optional[str], policy: str = "dpo"):  # noqa: UP045
     from .defense.pscanner import ScannerConfig
 
     return ScannerConfig(
-        backbone=backbone, rounds=rounds, seed=seed, max_titles=max_titles, evidence=evidence,
+        backbone=backbone, rounds=rounds, seed=seed, max_titles=max_titles, evidence=evidence, policy=policy,
         threshold="fpr" if target_fpr is not None else "best-f1",
         target_fpr=0.01 if target_fpr is None else target_fpr, use_agent=not no_agent, dtype=dtype,
     ).check()  # fmt: skip
@@ -423,13 +423,18 @@ def scanner_train_cmd(
     target_fpr: Optional[float] = typer.Option(None, "--target-fpr", help="Threshold at this FPR on clean titles (default: best F1)."),  # noqa: UP045
     no_agent: bool = typer.Option(False, "--no-agent", help="Rule-generated triggers only (no LLM agent)."),
     dtype: Optional[str] = typer.Option(None, "--dtype", help="auto | bf16 | fp32 (default: the backbone's)."),  # noqa: UP045
+    policy: str = typer.Option(
+        "dpo", "--policy",
+        help="Reward step after supervised training: dpo (verdict pairs) | grpo (sampled verdicts, +1 / -1 / -1.25 "
+        "for a missed poison) | none.",
+    ),  # fmt: skip
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
 ) -> None:
     """Train a P-Scanner on a catalog's titles and save it."""
     from .defense.pscanner import train_scanner
     from .defense.pscanner.catalog_io import read_titles
 
-    cfg = _scanner_config(backbone, rounds, seed, max_titles, evidence, target_fpr, no_agent, dtype)
+    cfg = _scanner_config(backbone, rounds, seed, max_titles, evidence, target_fpr, no_agent, dtype, policy)
     titles = read_titles(catalog, title_column)
     sc = train_scanner(titles, domain, cfg, out=out, force=force)
     last = sc.log["rounds"][-1]

@@ -30,7 +30,7 @@ from .evidence import (
     CatalogEvidence,
     combine,
 )
-from .synth import poison_catalog
+from .synth import insert_generated, poison_catalog
 
 THRESHOLD_RULES = ("best-f1", "fpr")
 
@@ -67,6 +67,51 @@ def build_validation(
             titles, y = poison_catalog(clean, trig, level, sh, rng, glue_random=j >= len(shares))
             val.catalogs.append({"level": level, "trigger": trig, "titles": titles, "y": y, "share": sh})
     return val
+
+
+@dataclass
+class ProbeSet:
+    """A fixed yardstick for the adversarial rounds: held-out clean titles (never trained on,
+    never calibrated on) and hidden triggers (never trained on). Per level, one "fixed"
+    trigger is reused on ``fixed_copies`` titles (BadRec's make) and the others sit on one
+    title each (an attacker who varies the trigger per item)."""
+
+    titles: list[str]
+    y: np.ndarray
+    kind: list[str]  # clean | fixed | varied
+
+    def metrics(self, scores: np.ndarray, threshold: float) -> dict:
+        """Per-title F1 / recall / FPR at ``threshold`` and AUROC, overall and per kind."""
+        from sklearn.metrics import roc_auc_score
+
+        flags = (scores >= threshold).astype(int)
+        m = detection_metrics(self.y, scores, flags)
+        out = {k: m[k] for k in ("f1", "precision", "recall", "fpr", "auroc")}
+        kind = np.asarray(self.kind)
+        for name in ("fixed", "varied"):
+            pick = (kind == name) | (kind == "clean")
+            sel = self.y[pick] == 1
+            if sel.any():
+                out[f"auroc_{name}"] = float(roc_auc_score(self.y[pick], scores[pick]))
+                out[f"recall_{name}"] = float(flags[pick][sel].mean())
+        out["n"], out["n_poisoned"] = len(self.y), int(self.y.sum())
+        return out
+
+
+def build_probe(
+    clean: Sequence[str], triggers: dict[str, Sequence[str]], rng: np.random.Generator, fixed_copies: int = 4
+) -> ProbeSet:
+    """The probe catalog: every clean title once, plus per level trigger 0 on ``fixed_copies``
+    other clean titles and each further trigger on one (random positions and glues)."""
+    titles, y, kind = list(clean), [0] * len(clean), ["clean"] * len(clean)
+    for level, trigs in triggers.items():
+        for j, trig in enumerate(trigs):
+            copies = fixed_copies if j == 0 else 1
+            for i in rng.choice(len(clean), size=min(copies, len(clean)), replace=False):
+                titles.append(insert_generated(clean[int(i)], trig, level, rng))
+                y.append(1)
+                kind.append("fixed" if j == 0 else "varied")
+    return ProbeSet(titles, np.asarray(y, dtype=int), kind)
 
 
 def _logit(p: np.ndarray | float) -> np.ndarray:

@@ -6,7 +6,9 @@ update, and the agent learns from (evading > caught) preference pairs to propose
 DPO training): recall on that round's fresh agent triggers and FPR on held-out clean titles
 (at a working point of ``round_fpr`` on clean titles, and at the calibrated per-title
 threshold), AUROC of fresh triggered vs clean titles, the agent's evasion rate, validation
-F1, and what the update to state ``r + 1`` used.
+F1, per-title F1 / AUROC on the fixed probe set (``probe``: the same titles and hidden
+triggers every round, so rounds compare on one yardstick), and what the update to state
+``r + 1`` used.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import numpy as np
 
 from ...eval.detection import threshold_at_fpr
 from .agent import CatalogVocab, Proposal, TriggerAgent, mixed_proposals
-from .calibrate import ValidationSet, calibrate
+from .calibrate import ProbeSet, ValidationSet, calibrate
 from .optimise import sft_yes_no
 from .scanner import PScanner, scanner_prompt
 from .synth import Example, insert_generated, make_examples
@@ -40,6 +42,7 @@ ROUND_KEYS = (
     "evidence_thresholds",
     "val_f1_title",
     "val_f1_evidence",
+    "probe",
     "update",
 )
 
@@ -61,6 +64,7 @@ class RoundContext:
     log_path: Path | None = None
     progress: bool = True
     timings: dict[str, float] = field(default_factory=dict)  # kept out of the logs (not deterministic)
+    probe: ProbeSet | None = None
 
 
 def recalibrate(ctx: RoundContext) -> dict:
@@ -134,6 +138,7 @@ def adversarial_round(ctx: RoundContext, r: int, calib: dict) -> tuple[dict, tup
         "evidence_thresholds": sc.evidence_thresholds,
         "val_f1_title": calib["title"]["all"]["f1"],
         "val_f1_evidence": calib.get("evidence", {}).get("all", {}).get("f1"),
+        "probe": ctx.probe.metrics(sc.title_scores(ctx.probe.titles), sc.threshold_title) if ctx.probe else None,
         "update": None,
     }
     ctx.timings[f"round_{r}_test"] = round(time.perf_counter() - t0, 2)

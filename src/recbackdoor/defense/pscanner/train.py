@@ -4,7 +4,9 @@
 2. invent triggers per level: rule generator + LLM agent, filtered; some held out for
    validation (the attack module's default triggers are never used: see synth.py);
 3. supervised Yes/No training on synthetic positives/negatives (cross-entropy);
-4. reward refinement with TRL DPO (chosen = correct verdict, rejected = wrong one);
+4. reward-based policy optimisation (``policy``): TRL DPO (chosen = correct verdict, rejected =
+   wrong one), or TRL GRPO (the scanner samples a verdict, rewarded +1 correct, -1 false
+   alarm, -1.25 missed poison; ``grpo.py``), or none;
 5. R adversarial rounds (rounds.py), recalibrating the threshold after every update.
 
 Defaults are small (a few hundred examples, one epoch) so that a CPU trains a 135M-parameter
@@ -26,7 +28,7 @@ import numpy as np
 from ...errors import ConfigError, RecBackdoorError
 from ...io_utils import atomic_output_dir, write_json
 from .agent import CatalogVocab, TriggerAgent, mixed_proposals
-from .calibrate import THRESHOLD_RULES, build_validation
+from .calibrate import THRESHOLD_RULES, build_probe, build_validation
 from .evidence import MODES
 from .optimise import add_lora, dpo_train, sft_yes_no, verdict_rows
 from .robust import robust_negatives
@@ -37,6 +39,7 @@ from .synth import attack_default_triggers, make_examples
 DOMAINS = ("movies", "music", "games")
 DEFEND_ROUNDS = 0  # adversarial rounds when ``defend`` trains a scanner on the catalog itself
 LEVELS = ("char", "word", "sentence")
+POLICIES = ("none", "dpo", "grpo")  # the reward step after supervised training
 
 
 @dataclass
@@ -56,13 +59,18 @@ class ScannerConfig:
     robust: bool = True
     robust_min_count: int = 3
     robust_min_concentration: float = 0.5
-    # supervised + DPO
+    # supervised, then the reward step (policy: none | dpo | grpo) on n_policy fresh examples
     n_train: int = 1920  # 640 left SmolLM2 underfit on Steam (loss 0.58, AUROC 0.90 for char triggers)
-    n_dpo: int = 96
+    policy: str = "dpo"
+    n_policy: int = 96
     lr: float = 1e-3
     dpo_lr: float = 5e-4
     dpo_batch_size: int = 8
     dpo_beta: float = 0.1
+    grpo_lr: float = 5e-5
+    grpo_generations: int = 4  # verdicts sampled per prompt (the group of GRPO)
+    grpo_batch_size: int = 8
+    grpo_epochs: int = 1
     batch_size: int = 16
     score_batch_size: int = 64
     lora_r: int = 8
@@ -93,6 +101,10 @@ class ScannerConfig:
     round_insertions: int = 2  # titles per fresh trigger
     round_replay: int = 48
     round_fpr: float = 0.05  # working point (FPR on clean titles) that decides "caught"
+    # per-round probe (calibrate.ProbeSet): clean titles taken out of the training pool and
+    # hidden triggers per level, scored after every round on the same yardstick; 0: no probe
+    n_probe_clean: int = 200
+    n_probe_triggers: int = 6
     agent_pairs: int = 12
     agent_lr: float = 5e-4
     agent_epochs: int = 3
@@ -104,13 +116,17 @@ class ScannerConfig:
         and sample), 300 held-out clean titles, no adversarial rounds. Measured on real BadRec
         output (README): the evidence channel reaches F1 1.00 on ML-100K at round 0 with this
         size, and the full training (~7 min with 3 rounds) did not fit a 5-minute budget."""
-        base: dict[str, Any] = dict(rounds=DEFEND_ROUNDS, n_train=960, n_dpo=48, use_agent=False, n_val_clean=300)
+        base: dict[str, Any] = dict(
+            rounds=DEFEND_ROUNDS, n_train=960, n_policy=48, use_agent=False, n_val_clean=300, n_probe_clean=0
+        )
         base.update(overrides)
         return cls(**base)
 
     def check(self) -> ScannerConfig:
         if self.threshold not in THRESHOLD_RULES:
             raise ConfigError(f"threshold rule {self.threshold!r}: use one of {', '.join(THRESHOLD_RULES)}")
+        if self.policy not in POLICIES:
+            raise ConfigError(f"policy {self.policy!r}: use one of {', '.join(POLICIES)}")
         if self.evidence not in MODES:
             raise ConfigError(f"evidence mode {self.evidence!r}: use one of {', '.join(MODES)}")
         if self.rounds < 0:
@@ -173,6 +189,32 @@ def _load(name: str, cfg: ScannerConfig, loader: Callable | None) -> tuple[Any, 
     return loader(name, dtype=cfg.dtype, device=cfg.device)
 
 
+def _policy_step(
+    model: Any, tokenizer: Any, pool: list[str], triggers: dict[str, list[str]], domain: str,
+    cfg: ScannerConfig, rng: np.random.Generator, progress: bool,
+) -> dict:
+    """The reward step on ``n_policy`` fresh synthetic examples: DPO on (correct > wrong)
+    verdict pairs, or GRPO on sampled verdicts; ``{"method": "none"}`` when off."""
+    if cfg.policy == "none" or cfg.n_policy <= 0:
+        return {"method": "none"}
+    examples = make_examples(pool, triggers, domain, cfg.n_policy, rng)
+    prompts = [scanner_prompt(e.title, domain) for e in examples]
+    labels = [e.label for e in examples]
+    if cfg.policy == "dpo":
+        out = dpo_train(
+            model, tokenizer, verdict_rows(tokenizer, prompts, labels), seed=cfg.seed, lr=cfg.dpo_lr,
+            beta=cfg.dpo_beta, batch_size=cfg.dpo_batch_size, progress=progress,
+        )  # fmt: skip
+    else:
+        from .grpo import grpo_train
+
+        out = grpo_train(
+            model, tokenizer, prompts, labels, seed=cfg.seed, lr=cfg.grpo_lr, num_generations=cfg.grpo_generations,
+            batch_size=cfg.grpo_batch_size, epochs=cfg.grpo_epochs, progress=progress,
+        )  # fmt: skip
+    return {"method": cfg.policy, "n": len(examples), **out}
+
+
 def train_scanner(
     titles: Sequence[str],
     domain: str,
@@ -226,6 +268,12 @@ def _train(
             titles, min_count=cfg.robust_min_count, min_concentration=cfg.robust_min_concentration
         )
     pool, val_clean = split_pool(titles, cfg, rng)
+    n_probe = min(cfg.n_probe_clean, len(pool) // 4)
+    probe_clean = [pool[i] for i in sorted(rng.choice(len(pool), size=n_probe, replace=False))] if n_probe else []
+    if probe_clean:
+        taken = set(probe_clean)
+        pool = [t for t in pool if t not in taken]
+    n_probe_trig = cfg.n_probe_triggers if probe_clean else 0
     vocab = CatalogVocab.from_titles(pool + val_clean, exclude=cfg.exclude_triggers)
 
     base, tokenizer = _load(cfg.backbone, cfg, loader)
@@ -241,10 +289,12 @@ def _train(
     val_trig: dict[str, list[str]] = {}
     used: set[str] = set()
     sources: dict[str, dict[str, int]] = {}
+    probe_trig: dict[str, list[str]] = {}
     for level in LEVELS:
         props = mixed_proposals(
-            agent, vocab, level, cfg.n_agent_triggers, cfg.n_rule_triggers + cfg.n_val_triggers, domain, rng, avoid=used
-        )
+            agent, vocab, level, cfg.n_agent_triggers, cfg.n_rule_triggers + cfg.n_val_triggers + n_probe_trig,
+            domain, rng, avoid=used,
+        )  # fmt: skip
         used |= {p.trigger.lower() for p in props}
         agent_p = [p.trigger for p in props if p.source == "agent"]
         rule_p = [p.trigger for p in props if p.source == "rule"]
@@ -255,8 +305,10 @@ def _train(
             if src:
                 held.append(src.pop(int(rng.integers(0, len(src)))))
         val_trig[level] = held
+        if n_probe_trig:  # hidden from training and calibration alike
+            probe_trig[level] = [rule_p.pop(int(rng.integers(0, len(rule_p)))) for _ in range(min(n_probe_trig, len(rule_p)))]
         train_trig[level] = agent_p + rule_p
-        sources[level] = {"agent": len(agent_p), "rule": len(rule_p), "val": len(held)}
+        sources[level] = {"agent": len(agent_p), "rule": len(rule_p), "val": len(held), "probe": len(probe_trig.get(level, []))}
     lap("triggers")
 
     examples = make_examples(pool, train_trig, domain, cfg.n_train, rng)
@@ -265,13 +317,8 @@ def _train(
     sft = sft_yes_no(model, tokenizer, prompts, labels, lr=cfg.lr, batch_size=cfg.batch_size, seed=cfg.seed, progress=progress)
     lap("sft")
     # the reward step sees fresh titles and insertions (the supervised pass has fit its own)
-    dpo_ex = make_examples(pool, train_trig, domain, cfg.n_dpo, rng) if cfg.n_dpo > 0 else []
-    dpo = dpo_train(
-        model, tokenizer,
-        verdict_rows(tokenizer, [scanner_prompt(e.title, domain) for e in dpo_ex], [e.label for e in dpo_ex]),
-        seed=cfg.seed, lr=cfg.dpo_lr, beta=cfg.dpo_beta, batch_size=cfg.dpo_batch_size, progress=progress,
-    ) if dpo_ex else {}  # fmt: skip
-    lap("dpo")
+    policy = _policy_step(model, tokenizer, pool, train_trig, domain, cfg, rng, progress)
+    lap("policy")
 
     scanner = PScanner(
         model, tokenizer, backbone=cfg.backbone, domain=domain, evidence=cfg.evidence,
@@ -282,6 +329,7 @@ def _train(
     ctx = RoundContext(
         scanner=scanner, agent=agent, vocab=vocab, pool=pool, val=val, config=cfg, rng=rng,
         used_triggers=used, replay=list(examples),
+        probe=build_probe(probe_clean, probe_trig, rng) if probe_clean else None,
         log_path=(out / "rounds.jsonl") if out is not None else None, progress=progress,
     )  # fmt: skip
     rounds_log = run_rounds(ctx, callback)
@@ -292,13 +340,15 @@ def _train(
         "n_titles": len(pool) + len(val_clean),
         "n_pool": len(pool),
         "n_val_clean": len(val_clean),
+        "n_probe_clean": len(probe_clean),
+        "probe_triggers": probe_trig,
         "n_dropped_suspicious": len(dropped),
         "dropped_fragments": dict(Counter(dropped.values()).most_common(20)),
         "trigger_sources": sources,
         "val_triggers": val_trig,
         "train_triggers": train_trig,
         "sft": sft,
-        "dpo": dpo,
+        "policy": policy,
         "rounds": rounds_log,
     }
     if out is not None:
