@@ -8,12 +8,19 @@
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
 from recbackdoor.attack.triggers import insert_trigger
 from recbackdoor.defense.pscanner import CatalogTrainedScanner, ScannerConfig
-from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE, CatalogEvidence, combine
+from recbackdoor.defense.pscanner.evidence import (
+    MIN_GROUP_SCORE,
+    CatalogEvidence,
+    combine,
+    fragments,
+)
 from recbackdoor.defense.pscanner.robust import robust_negatives, suspicious_titles
 
 # several words of every length, so no word has a shape of its own (as in a real catalog)
@@ -204,3 +211,56 @@ def test_fast_config_is_what_defend_trains_without_a_scanner():
     assert isinstance(det, CatalogTrainedScanner) and det.model is None
     cfg = det.train_config
     assert (cfg.rounds, cfg.use_agent, cfg.seed, cfg.backbone, cfg.robust) == (0, False, 3, "tiny-random", True)
+
+
+@pytest.mark.parametrize("share", [0.2, 10 / 240])  # BadRec per-sample (20%) and fixed (10 targets)
+def test_a_word_family_forms_one_group_by_the_shape_of_its_word(share):
+    """``attack --trigger-family word``: every poisoned title ends in its own two-letter token,
+    so no fragment repeats; the shape of the short lower-case last word (``sw$aa``) does."""
+    from recbackdoor.attack.families import family_members
+
+    clean = clean_catalog()
+    rng = np.random.default_rng(3)
+    members = family_members("word")
+    chosen = rng.choice(len(clean), size=int(round(share * len(clean))), replace=False)
+    titles = list(clean)
+    for k, i in enumerate(sorted(chosen.tolist())):
+        titles[i] = insert_trigger(clean[i], members[(7 * k) % len(members)], "word", "suffix")
+    y = np.zeros(len(titles), int)
+    y[chosen] = 1
+    assert max(Counter(t.split()[-1] for t in np.array(titles)[y == 1]).values()) <= 2  # varied
+    own = planted_scores(titles, y)
+    ev = CatalogEvidence(titles, own)
+    e = ev.evidence(titles)
+    assert e[y == 1].min() >= MIN_GROUP_SCORE and e[y == 0].max() < MIN_GROUP_SCORE
+    first = titles[int(np.flatnonzero(y)[0])]
+    assert ev.top_fragment(first)[0] == "sw$aa" and ev.span(first) == first.split()[-1]
+    # capitalised words and numbers are not shape fragments: clean titles share those shapes
+    assert not [f for f in fragments("Sum 41") | fragments("The Last Road") | fragments("Blue") if f.startswith("sw")]
+
+
+def test_a_group_claims_only_members_the_scanner_does_not_find_clearly_clean():
+    """A sentence family (``attack --trigger-family sentence``) shares only "this" with a few
+    clean titles; those the scanner scores as clean as most of the catalog keep their own
+    verdict (``claim_share``), instead of joining the group's flags."""
+    from recbackdoor.attack.families import family_members
+
+    clean = clean_catalog()
+    members = family_members("sentence", "movies")
+    chosen = sorted(np.random.default_rng(4).choice(len(clean), size=10, replace=False).tolist())
+    titles = list(clean)
+    for k, i in enumerate(chosen):
+        titles[i] = insert_trigger(clean[i], members[(13 * k) % len(members)], "sentence", "suffix")
+    bystanders = ["This Heat (1979)", "This Mortal Coil (1984)", "In This Moment (1990)"]
+    titles += bystanders
+    y = np.zeros(len(titles), int)
+    y[chosen] = 1
+    own = planted_scores(titles, y)
+    own[y == 1] = np.linspace(0.96, 0.99, 10)  # ten titles: ranked at the top, or no group is significant
+    own[-3:] = 0.02  # the scanner finds them clean (bottom of the catalog)
+    ev = CatalogEvidence(titles, own)
+    claimed = ev.evidence(titles)
+    assert claimed[y == 1].min() >= MIN_GROUP_SCORE and claimed[-3:].max() == 0.0
+    assert ev.top_fragment(titles[chosen[0]])[0] == "w:this"
+    everyone = CatalogEvidence(titles, own, claim_share=None).evidence(titles)
+    assert everyone[-3:].min() >= MIN_GROUP_SCORE  # claiming every member flags them too

@@ -18,8 +18,10 @@ the correction. The score reads the same at any catalog size and prevalence: 10 
 Groups explain titles greedily: the most significant group claims its titles, and every other
 group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
-titles were already claimed by the sentence. A title's evidence is the score of the group
-that claimed it (0 if no group is significant).
+titles were already claimed by the sentence. A group claims only those of its titles that
+the scanner does not find clearly clean (per-title score in the catalog's top ``CLAIM_SHARE``),
+so a clean title that merely shares a common word with the poison keeps its own verdict. A
+title's evidence is the score of the group that claimed it (0 if no group is significant).
 
 Fragments: lower-cased word 1-3-grams (words split on spaces and on the glue characters
 ``_ - .``), the first and last 2-4 characters of the title (a glued char trigger), and the
@@ -47,6 +49,11 @@ _GLUE = "_-.~| "
 # shapes only of ends holding a glue character no clean title uses much: the shapes of
 # ordinary ends ("Maroon 5": "a 9", "dredg": "aaa") group odd-looking clean names
 _SHAPE_GLUE = "_~|"
+# a group claims only its members among the catalog's top 40% by per-title score: a clean
+# "This Mortal Coil" that shares "this" with reused sentences, scored as clean as most of the
+# catalog, stays out (README: LastFM fixed sentence family 7 -> 3 false positives)
+CLAIM_SHARE = 0.4
+WORD_SHAPE_MAX = 4  # longest first / last word whose shape is a fragment (see _odd_short_word)
 MODES = ("off", "max")
 COMBINED_THRESHOLD = 0.5  # the cut of the combined score (see ``combine``)
 CHANNEL_OFF = 2.0  # a per-title threshold no score in [0, 1] reaches
@@ -78,7 +85,24 @@ def fragments(title: str, max_n: int = 3) -> set[str]:
             for kind, end in (("s^", stripped[:k]), ("s$", stripped[-k:])):
                 if any(c in _SHAPE_GLUE for c in end):
                     out.add(kind + shape(end))
+    spaced = stripped.split()
+    if len(spaced) > 1:  # the shape of a short lower-case first / last word: a word trigger family
+        for kind, word in (("sw^", spaced[0]), ("sw$", spaced[-1])):
+            if _odd_short_word(word):
+                out.add(kind + shape(word))
     return out
+
+
+def _odd_short_word(word: str) -> bool:
+    """A first or last word of 1-4 characters with a lower-case letter and no upper-case one
+    (``tq``, ``x9``): titles capitalise their words, so a family of such tokens at one end
+    stands out by shape. Digit-only words (sequel numbers, "Sum 41") and capitalised ones
+    are left out: clean titles share those shapes, and the scanner's suspicion follows them."""
+    return (
+        len(word) <= WORD_SHAPE_MAX
+        and any(c.islower() for c in word)
+        and not any(c.isupper() for c in word)
+    )
 
 
 TAIL_SHARES = (0.01, 0.02, 0.05, 0.1, 0.2, 0.4)  # "suspicious" = the catalog's top 1% ... 40%
@@ -118,6 +142,7 @@ class CatalogEvidence:
         min_count: int = 3,
         max_share: float = 1.0,
         tail_shares: Sequence[float] = TAIL_SHARES,
+        claim_share: float | None = CLAIM_SHARE,
     ) -> None:
         own = np.asarray(scores, dtype=float)
         if len(own) != len(titles):
@@ -153,6 +178,7 @@ class CatalogEvidence:
                 self.members[f] = tuple(idx.tolist())
                 heap.append((-v, -len(f), f))
         heapq.heapify(heap)
+        floor = float(np.quantile(own, 1.0 - claim_share)) if claim_share and len(own) else -np.inf
         claimed = np.zeros(len(own), dtype=bool)
         self.claim = np.full(len(own), -1, dtype=int)  # index into self.picks
         self.picks: list[tuple[str, float, int]] = []  # fragment, group score, titles claimed
@@ -168,9 +194,10 @@ class CatalogEvidence:
             if heap and (-v, neg_len, f) > heap[0]:
                 heapq.heappush(heap, (-v, neg_len, f))
                 continue
-            self.claim[rest] = len(self.picks)
-            claimed[rest] = True
-            self.picks.append((f, v, len(rest)))
+            take = rest[own[rest] >= floor]
+            self.claim[take] = len(self.picks)
+            claimed[take] = True
+            self.picks.append((f, v, len(take)))
         self.group = {f: v for f, v, _ in self.picks}
 
     def evidence(self, titles: Sequence[str]) -> np.ndarray:
@@ -223,6 +250,10 @@ def _locate(title: str, fragment: str) -> tuple[int, int] | None:
         return (m.start(), m.end()) if m else None
     low = title.lower().strip()
     offset = len(title) - len(title.lstrip())
+    if fragment.startswith(("sw^", "sw$")):  # a word shape: the first / last word itself
+        words = list(re.finditer(r"\S+", title))
+        m = words[0] if fragment[2] == "^" else words[-1]
+        return (m.start(), m.end())
     if fragment.startswith(("s^", "s$")):  # a shape: the title's own characters there
         k = len(fragment) - 2
         return (offset, offset + k) if fragment[1] == "^" else (offset + len(low) - k, offset + len(low))
