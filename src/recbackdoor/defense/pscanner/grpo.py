@@ -212,6 +212,8 @@ def grpo_train(
         from transformers import PrinterCallback
         from trl import GRPOConfig, GRPOTrainer
 
+        from ...models.lora import trainer_options
+
         with (
             _restored(model, tokenizer),
             tempfile.TemporaryDirectory(prefix="pscanner-grpo-") as tmp,
@@ -221,30 +223,29 @@ def grpo_train(
                 {"prompt": list(prompts), "label": [int(bool(y)) for y in labels]}
             )
             args = GRPOConfig(
-                output_dir=tmp,
-                per_device_train_batch_size=batch_size,
-                gradient_accumulation_steps=1,
-                num_generations=num_generations,
-                max_completion_length=max_completion_length,
-                temperature=temperature,
-                num_train_epochs=epochs,
-                learning_rate=lr,
-                beta=beta,
-                seed=seed,
-                data_seed=seed,
-                report_to=[],
-                save_strategy="no",
-                logging_strategy="steps",
-                logging_steps=1,
-                gradient_checkpointing=False,  # TRL's default is True
-                bf16=bf16,  # TRL's default is True, even on a CPU
-                fp16=False,
-                use_cpu=not cuda,
-                disable_tqdm=not progress,
-                lr_scheduler_type="constant",
-                warmup_steps=0,
-                remove_unused_columns=False,  # keep "label" for the reward
-                log_completions=False,
+                **trainer_options(
+                    seed,
+                    output_dir=tmp,
+                    per_device_train_batch_size=batch_size,
+                    gradient_accumulation_steps=1,
+                    num_generations=num_generations,
+                    max_completion_length=max_completion_length,
+                    temperature=temperature,
+                    num_train_epochs=epochs,
+                    learning_rate=lr,
+                    beta=beta,
+                    save_strategy="no",
+                    logging_strategy="steps",
+                    logging_steps=1,
+                    gradient_checkpointing=False,  # TRL's default is True
+                    bf16=bf16,  # TRL's default is True, even on a CPU
+                    fp16=False,
+                    disable_tqdm=not progress,
+                    lr_scheduler_type="constant",
+                    warmup_steps=0,
+                    remove_unused_columns=False,  # keep "label" for the reward
+                    log_completions=False,
+                )
             )
             trainer = GRPOTrainer(
                 model=model,
