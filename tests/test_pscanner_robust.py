@@ -264,3 +264,19 @@ def test_a_group_claims_only_members_the_scanner_does_not_find_clearly_clean():
     assert ev.top_fragment(titles[chosen[0]])[0] == "w:this"
     everyone = CatalogEvidence(titles, own, claim_share=None).evidence(titles)
     assert everyone[-3:].min() >= MIN_GROUP_SCORE  # claiming every member flags them too
+
+
+def test_numbers_are_no_fragments_so_sequels_do_not_form_a_group():
+    """Steam: the scanner's suspicion follows digits, and 150 sequels ("Arma 2") formed a group
+    more significant than the trigger. Numbers and the ends of titles ending in one are no
+    fragments; the trigger's group still is."""
+    titles, y = poisoned_catalog("char", "5v", 10 / 240)
+    sequel = np.array([i % 6 == 1 and y[i] == 0 for i in range(len(titles))])
+    titles = [f"{t[:-7]} {2 + i % 3} {t[-6:]}" if sequel[i] else t for i, t in enumerate(titles)]
+    own = planted_scores(titles, y)
+    own[y == 1] = np.linspace(0.9, 0.99, int(y.sum()))
+    own[sequel] = np.linspace(0.85, 0.95, int(sequel.sum()))  # as suspicious as the poison
+    e = CatalogEvidence(titles, own).evidence(titles)
+    assert e[y == 1].min() >= MIN_GROUP_SCORE and e[y == 0].max() < MIN_GROUP_SCORE
+    assert "w:2" not in fragments("Arma 2") and not any(f.endswith("$") for f in fragments("Arma 2"))
+    assert "w:5v" in fragments("Arma 2_5v") and "w:1995" not in fragments("Heat (1995)")

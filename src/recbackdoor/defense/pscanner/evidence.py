@@ -24,7 +24,8 @@ so a clean title that merely shares a common word with the poison keeps its own 
 title's evidence is the score of the group that claimed it (0 if no group is significant).
 
 Fragments: lower-cased word 1-3-grams (words split on spaces and on the glue characters
-``_ - .``), the first and last 2-4 characters of the title (a glued char trigger), and the
+``_ - .``), the first and last 2-4 characters of the title (a glued char trigger), except
+numbers (``_number``: an n-gram of numbers only, the end of a title that ends in a number), the
 *shape* of its first and last 3-4 characters when they hold a glue character ``_ ~ |``
 (``A`` upper, ``a`` lower, ``9`` digit, others kept: ``..._5v`` and ``..._3k`` both end in
 ``_9a``), so a char trigger family that varies the text but keeps one form (``attack
@@ -75,22 +76,34 @@ def fragments(title: str, max_n: int = 3) -> set[str]:
     out: set[str] = set()
     for n in range(1, max_n + 1):
         for i in range(len(words) - n + 1):
-            out.add("w:" + " ".join(words[i : i + n]))
+            if not all(_number(w) for w in words[i : i + n]):
+                out.add("w:" + " ".join(words[i : i + n]))
+    spaced = stripped.split()
     for k in (2, 3, 4):
         if len(low) > k + 1:
-            out.add("^" + low[:k])
-            out.add(low[-k:] + "$")
+            if not _number(spaced[0]):
+                out.add("^" + low[:k])
+            if not _number(spaced[-1]):
+                out.add(low[-k:] + "$")
     for k in (3, 4):  # the shape of a glued end: a char trigger family shares it, not its text
         if len(stripped) > k + 1:
             for kind, end in (("s^", stripped[:k]), ("s$", stripped[-k:])):
                 if any(c in _SHAPE_GLUE for c in end):
                     out.add(kind + shape(end))
-    spaced = stripped.split()
     if len(spaced) > 1:  # the shape of a short lower-case first / last word: a word trigger family
         for kind, word in (("sw^", spaced[0]), ("sw$", spaced[-1])):
             if _odd_short_word(word):
                 out.add(kind + shape(word))
     return out
+
+
+def _number(word: str) -> bool:
+    """A sequel number, year or edition ("2", "(1995)", "#3"). Numbers are the commonest
+    content titles share ("Arma 2", "Anomaly 2"), and a scanner's suspicion follows digits:
+    on Steam the groups "2" and "... 2" were more significant than the trigger (README).
+    So words that are numbers, and the ends of titles that end in one, are no fragments; a
+    trigger of digits alone is left to the per-title channel."""
+    return word.strip(_EDGE + "#").isdigit()
 
 
 def _odd_short_word(word: str) -> bool:
