@@ -36,13 +36,14 @@ VARIANTS = {
 
 def train_variant(data: Path, out: Path, overrides: dict, seed: int) -> tuple[Path, float | None]:
     """The variant's scanner in ``out`` (trained once); returns it and the training seconds
-    (None when reused)."""
+    (when reused, the ``total`` its ``timing.json`` recorded)."""
     from recbackdoor.data.io import load_dataset
     from recbackdoor.defense.defend import training_items
     from recbackdoor.defense.pscanner import ScannerConfig, train_scanner
 
     if (out / "scanner.json").is_file():
-        return out, None
+        timing = out / "timing.json"
+        return out, json.loads(timing.read_text()).get("total") if timing.is_file() else None
     clean = load_dataset(data)
     titles = sorted({clean.catalog.titles[i] for i in training_items(clean)})
     start = time.perf_counter()
