@@ -405,11 +405,13 @@ def train_adapter(
     *,
     desc: str = "train",
     progress: bool = True,
+    data_seed: int | None = None,
 ) -> TrainResult:
     """Go on training the adapter of ``peft_model`` on ``examples`` (answer-only loss) with
     the HF ``Trainer``: the one training loop of the package, used by :func:`train_lora` for
     the victims and by the P-Scanner's supervised steps. Arguments as :func:`train_lora`;
-    ``desc`` names the progress bar, ``progress=False`` hides it (the log is kept)."""
+    ``desc`` names the progress bar, ``progress=False`` hides it (the log is kept);
+    ``data_seed`` seeds the data order apart from ``config.seed`` (the scanner's steps)."""
     from transformers import PrinterCallback, ProgressCallback, TrainingArguments
 
     if not examples:
@@ -430,6 +432,7 @@ def train_adapter(
         args = TrainingArguments(
             **trainer_options(
                 config.seed,
+                data_seed=data_seed,
                 output_dir=scratch,
                 learning_rate=config.lr,
                 num_train_epochs=config.epochs,
@@ -480,12 +483,12 @@ def train_adapter(
 def trainer_options(seed: int, **overrides: Any) -> dict[str, Any]:
     """The arguments every Trainer run of the package shares (``TrainingArguments`` and TRL's
     ``DPOConfig``/``GRPOConfig`` alike): seeds, no reporting, no tqdm of the Trainer's own (we
-    draw ours), the CPU when there is no GPU, one process for data loading."""
+    draw ours), the CPU when there is no GPU, one process for data loading. ``data_seed`` is
+    the caller's: the victims leave it unset, which keeps their data order as measured."""
     import torch
 
     options: dict[str, Any] = {
         "seed": seed,
-        "data_seed": seed,
         "report_to": "none",
         "disable_tqdm": True,
         "use_cpu": not torch.cuda.is_available(),

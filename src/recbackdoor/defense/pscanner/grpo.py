@@ -225,6 +225,7 @@ def grpo_train(
             args = GRPOConfig(
                 **trainer_options(
                     seed,
+                    data_seed=seed,
                     output_dir=tmp,
                     per_device_train_batch_size=batch_size,
                     gradient_accumulation_steps=1,

@@ -108,7 +108,7 @@ def sft_yes_no(
         lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
         scheduler="linear", warmup_ratio=0.0, logging_steps=1,
     )  # fmt: skip
-    result = train_adapter(model, tokenizer, examples, config, desc=desc, progress=progress)
+    result = train_adapter(model, tokenizer, examples, config, desc=desc, progress=progress, data_seed=seed)
     model.eval()
     losses = [row["loss"] for row in result.log]
     q = max(1, len(losses) // 4)
@@ -164,6 +164,7 @@ def dpo_train(
         args = DPOConfig(
             **trainer_options(
                 seed,
+                data_seed=seed,
                 output_dir=tmp,
                 per_device_train_batch_size=batch_size,
                 num_train_epochs=epochs,
