@@ -417,7 +417,8 @@ def train_adapter(
     if not examples:
         raise ConfigError("no training examples")
     _, autocast = weights_and_autocast(config)
-    window = config.answer_logits_only and supports_answer_window(peft_model)
+    base = peft_model.get_base_model() if hasattr(peft_model, "get_base_model") else peft_model
+    window = config.answer_logits_only and supports_answer_window(base)  # peft's forward hides them
     hooks = hooks or TrainingHooks()
     peft_model.train()
     log: list[dict[str, Any]] = []

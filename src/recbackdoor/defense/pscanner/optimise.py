@@ -107,6 +107,9 @@ def sft_yes_no(
         dtype="bf16" if str(weights) == "torch.bfloat16" else "fp32",  # as loaded: no autocast
         lr=lr, epochs=epochs, batch_size=batch_size, seed=seed,
         scheduler="linear", warmup_ratio=0.0, logging_steps=1,
+        # full-width logits, right padding: what every scanner measured in the README was
+        # trained with (the answer window is the same loss, faster; not re-measured yet)
+        answer_logits_only=False,
     )  # fmt: skip
     result = train_adapter(model, tokenizer, examples, config, desc=desc, progress=progress, data_seed=seed)
     model.eval()
