@@ -175,3 +175,22 @@ def test_two_process_accelerate_launch(dataset_dir, tmp_path):
     assert timing["processes"] == 2 and timing["steps"] == 2
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     assert proc.stdout.count("trained tallrec") == 1
+
+
+def test_victims_train_through_the_answer_window(dataset_dir, tmp_path, monkeypatch):
+    """The LM head runs on the answer positions only (``answer_logits_only``). peft's wrapper
+    hides ``logits_to_keep`` from its forward signature, so the check must ask the base model:
+    after the train_lora split it asked the wrapper and the victims silently lost the window."""
+    import recbackdoor.models.lora as lora
+
+    seen: list[bool] = []
+    real = lora.AnswerOnlyCollator.__init__
+
+    def spy(self, pad_token_id, answer_window=False):
+        seen.append(answer_window)
+        real(self, pad_token_id, answer_window)
+
+    monkeypatch.setattr(lora.AnswerOnlyCollator, "__init__", spy)
+    config = make_train_config(**TINY, max_samples=4, max_steps=1, template=0)
+    train_victim(dataset_dir, tmp_path / "v", config)
+    assert seen == [True]
