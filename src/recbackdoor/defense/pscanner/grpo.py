@@ -166,7 +166,6 @@ def grpo_train(
     ``seed``; the caller's random state, the tokenizer's padding side and the base model's
     forward are restored; the model ends in eval mode with "default" active.
     """
-    import torch
 
     if len(prompts) != len(labels):
         raise ValueError(f"{len(prompts)} prompts but {len(labels)} labels")
@@ -197,8 +196,6 @@ def grpo_train(
             f"need at least batch_size // num_generations = {per_step} prompts (got {len(prompts)})"
         )
 
-    cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
-    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
     model.set_adapter("default")
 
     def verdict(completions: list[Any], label: list[int], **_: Any) -> list[float]:
@@ -212,7 +209,7 @@ def grpo_train(
         from transformers import PrinterCallback
         from trl import GRPOConfig, GRPOTrainer
 
-        from ...models.lora import trainer_options
+        from .optimise import policy_options
 
         with (
             _restored(model, tokenizer),
@@ -223,9 +220,10 @@ def grpo_train(
                 {"prompt": list(prompts), "label": [int(bool(y)) for y in labels]}
             )
             args = GRPOConfig(
-                **trainer_options(
+                **policy_options(
+                    model,
                     seed,
-                    data_seed=seed,
+                    progress,
                     output_dir=tmp,
                     per_device_train_batch_size=batch_size,
                     gradient_accumulation_steps=1,
@@ -235,15 +233,8 @@ def grpo_train(
                     num_train_epochs=epochs,
                     learning_rate=lr,
                     beta=beta,
-                    save_strategy="no",
                     logging_strategy="steps",
                     logging_steps=1,
-                    gradient_checkpointing=False,  # TRL's default is True
-                    bf16=bf16,  # TRL's default is True, even on a CPU
-                    fp16=False,
-                    disable_tqdm=not progress,
-                    lr_scheduler_type="constant",
-                    warmup_steps=0,
                     remove_unused_columns=False,  # keep "label" for the reward
                     log_completions=False,
                 )

@@ -140,6 +140,24 @@ def _quiet() -> Any:
             ds_logging.enable_progress_bar()
 
 
+def policy_options(model: Any, seed: int, progress: bool, **overrides: Any) -> dict[str, Any]:
+    """The arguments the scanner's TRL runs (DPO, GRPO) share on top of ``trainer_options``:
+    data order seeded, nothing saved, no gradient checkpointing (TRL's GRPO default is on),
+    bf16 only on a CUDA device that has it (TRL's GRPO default is bf16 even on a CPU), a
+    constant learning rate."""
+    import torch
+
+    from ...models.lora import trainer_options
+
+    cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
+    options = dict(
+        data_seed=seed, save_strategy="no", gradient_checkpointing=False,
+        bf16=bool(cuda and torch.cuda.is_bf16_supported()), fp16=False, disable_tqdm=not progress,
+        lr_scheduler_type="constant", warmup_steps=0,
+    )  # fmt: skip
+    return trainer_options(seed, **{**options, **overrides})
+
+
 def dpo_train(
     model: Any,
     tokenizer: Any,
@@ -154,36 +172,17 @@ def dpo_train(
 ) -> dict[str, float]:
     """One DPO pass (TRL DPOTrainer) over ``rows`` of prompt/chosen/rejected on the LoRA model
     ``model`` (its current adapter is the reference); returns the final training loss."""
-    import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    from ...models.lora import trainer_options
-
-    cuda = torch.cuda.is_available() and next(model.parameters()).is_cuda
-    bf16 = bool(cuda and torch.cuda.is_bf16_supported())
     padding_side = tokenizer.padding_side
     with tempfile.TemporaryDirectory(prefix="pscanner-dpo-") as tmp, _quiet():
         args = DPOConfig(
-            **trainer_options(
-                seed,
-                data_seed=seed,
-                output_dir=tmp,
-                per_device_train_batch_size=batch_size,
-                num_train_epochs=epochs,
-                learning_rate=lr,
-                beta=beta,
-                save_strategy="no",
-                logging_strategy="no",
-                gradient_checkpointing=False,
-                bf16=bf16,
-                fp16=False,
-                disable_tqdm=not progress,
-                dataset_num_proc=None,
-                max_length=256,
-                lr_scheduler_type="constant",
-                warmup_steps=0,
-            )
+            **policy_options(
+                model, seed, progress,
+                output_dir=tmp, per_device_train_batch_size=batch_size, num_train_epochs=epochs,
+                learning_rate=lr, beta=beta, logging_strategy="no", dataset_num_proc=None, max_length=256,
+            )  # fmt: skip
         )
         trainer = DPOTrainer(
             model=model,
