@@ -241,8 +241,10 @@ def test_a_word_family_forms_one_group_by_the_shape_of_its_word(share):
 
 def test_a_group_claims_only_members_the_scanner_does_not_find_clearly_clean():
     """A sentence family (``attack --trigger-family sentence``) shares only "this" with a few
-    clean titles; those the scanner scores as clean as most of the catalog keep their own
-    verdict (``claim_share``), instead of joining the group's flags."""
+    clean titles; those the scanner scores below the titles that made the group significant
+    keep their own verdict, instead of joining the group's flags: the group peaked at the top
+    5%, so it claims within the top 10% (twice its cut, at least ``CLAIM_MIN_SHARE``), and a
+    bystander in the top 30% stays out (the old fixed top 40% took it: LastFM "This Heat")."""
     from recbackdoor.attack.families import family_members
 
     clean = clean_catalog()
@@ -258,6 +260,7 @@ def test_a_group_claims_only_members_the_scanner_does_not_find_clearly_clean():
     own = planted_scores(titles, y)
     own[y == 1] = np.linspace(0.96, 0.99, 10)  # ten titles: ranked at the top, or no group is significant
     own[-3:] = 0.02  # the scanner finds them clean (bottom of the catalog)
+    own[-1] = np.quantile(own, 0.7)  # ... or somewhat odd: in the top 30%, far below the ten
     ev = CatalogEvidence(titles, own)
     claimed = ev.evidence(titles)
     assert claimed[y == 1].min() >= MIN_GROUP_SCORE and claimed[-3:].max() == 0.0
@@ -280,3 +283,44 @@ def test_numbers_are_no_fragments_so_sequels_do_not_form_a_group():
     assert e[y == 1].min() >= MIN_GROUP_SCORE and e[y == 0].max() < MIN_GROUP_SCORE
     assert "w:2" not in fragments("Arma 2") and not any(f.endswith("$") for f in fragments("Arma 2"))
     assert "w:5v" in fragments("Arma 2_5v") and "w:1995" not in fragments("Heat (1995)")
+
+
+def test_a_shape_family_scored_weakly_is_found_where_a_text_group_is_not():
+    """Steam's case: a weak per-title channel puts the 10 titles of a char family
+    (``_5h``, ``_4b`` ...) only somewhere in the catalog's top 15%, among thousands of text
+    fragments. The shape ``s$_9a`` shares half the error budget with a few other shapes, so it
+    is significant, where the same scores on a text fragment (10 clean titles with "/") are not
+    and the plain Bonferroni over every fragment would miss the family too."""
+    from recbackdoor.attack.families import family_members
+    from recbackdoor.defense.pscanner.evidence import TAIL_SHARES
+
+    rng = np.random.default_rng(5)
+    syllables = ("bel", "dor", "fin", "gar", "hal", "jin", "mar", "nor", "pel", "rud", "sal", "tor")
+    vocab = [f"{a}{b}".capitalize() for a in ("ka", "lo", "mi", "ra", "su", "te", "vo", "zu") for b in syllables]
+    titles = sorted({" ".join(rng.choice(vocab, size=int(rng.integers(2, 5)))) for _ in range(4000)})[:3000]
+    family, slash = np.arange(0, 200, 20), np.arange(1000, 1200, 20)  # 10 poisoned, 10 clean
+    members = family_members("char")
+    for k, i in enumerate(family):
+        titles[i] = titles[i] + "_" + members[37 * k % len(members)]
+    for i in slash:
+        titles[i] = titles[i].replace(" ", " / ", 1)
+    assert len({t[-3:] for t in np.array(titles)[family]}) == 10  # every trigger differs
+    own = rng.uniform(0.0, 0.85, len(titles))  # the rest of the catalog; the top 15% above 0.72
+    own[family] = np.linspace(0.73, 0.84, 10)  # ranks ~2-15%: in no very high cut
+    own[slash] = own[family]
+    ev = CatalogEvidence(titles, own)
+    e = ev.evidence(titles)
+    frag, value = ev.top_fragment(titles[family[0]])
+    assert frag.startswith("s$") and frag.endswith("_9a") and e[family].min() == value >= MIN_GROUP_SCORE
+    assert e[slash].max() < MIN_GROUP_SCORE
+    n_tested = sum(1 for m in ev_members(titles).values() if len(m) >= 3)
+    plain = value + ev.correction[True] - np.log10(n_tested * len(TAIL_SHARES))
+    assert plain < MIN_GROUP_SCORE  # one budget for all fragments: the family would be missed
+
+
+def ev_members(titles: list[str]) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for i, t in enumerate(titles):
+        for f in fragments(t):
+            out.setdefault(f, set()).add(i)
+    return out

@@ -162,11 +162,18 @@ def _grid_catalog(n_adj: int = 12) -> list[str]:
 
 def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
     """10 of 144 titles carry "cf" and score high; one odd clean title scores high alone.
-    The group's score is exactly the best Bonferroni-corrected binomial tail over the cuts,
-    checked against scipy; nothing clean gets any evidence."""
+    The group's score is exactly the best binomial tail over the cuts, checked against scipy,
+    less the weighted Bonferroni correction: "cf" is one of many text fragments, its shape
+    ``sw$aa`` (a short lower-case last word) one of a few shapes that share half the error
+    budget, so the shape names the group; nothing clean gets any evidence."""
     from scipy.stats import binom
 
-    from recbackdoor.defense.pscanner.evidence import MIN_GROUP_SCORE, TAIL_SHARES
+    from recbackdoor.defense.pscanner.evidence import (
+        MIN_GROUP_SCORE,
+        SHAPE_ALPHA,
+        SHAPE_KINDS,
+        TAIL_SHARES,
+    )
 
     clean = _grid_catalog()
     picked = set(range(0, len(clean), 14))  # 11 titles, no two sharing both words
@@ -178,15 +185,19 @@ def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
     ev = CatalogEvidence(titles, own, min_count=3)
     e = ev.evidence(titles)
     # the reference: every fragment held by >= 3 titles is tested, at every cut
-    n_tested = sum(1 for f, m in ev_members(titles).items() if len(m) >= 3)
+    tested = [f for f, m in ev_members(titles).items() if len(m) >= 3]
+    n_shape = sum(1 for f in tested if f.startswith(SHAPE_KINDS))
+    assert ev_members(titles)["sw$aa"] == ev_members(titles)["w:cf"]  # the same 11 titles
     best = 0.0
     for c in TAIL_SHARES:
         hot = own >= np.quantile(own, 1 - c)
         k, n, p = int(hot[y == 1].sum()), int(y.sum()), hot.mean()
         if k > n * p:
             best = max(best, -np.log10(binom.sf(k - 1, n, p)))
-    expected = best - np.log10(n_tested * len(TAIL_SHARES))
-    assert expected > MIN_GROUP_SCORE
+    expected = best - np.log10(n_shape * len(TAIL_SHARES) / SHAPE_ALPHA)
+    as_text = best - np.log10((len(tested) - n_shape) * len(TAIL_SHARES) / (1 - SHAPE_ALPHA))
+    assert expected > as_text + 1 and as_text > MIN_GROUP_SCORE
+    assert ev.top_fragment(titles[0]) == ("sw$aa", pytest.approx(expected))
     assert e[y == 1] == pytest.approx(np.full(y.sum(), expected))
     assert e[y == 0].max() == 0.0  # "blue", "river": shared, but not by suspicious titles
     comb = combine(own, e, "max", t_own=0.97, t_group=MIN_GROUP_SCORE)

@@ -7,6 +7,14 @@ and the score is the significance ``-log10 P(Binomial(n, p0) >= k)``, best over 
 correction, so a catalog of 5,000 titles and ~20,000 fragments does not find "significant"
 coincidences that a 300-title validation catalog never shows).
 
+The correction is *weighted* (Bonferroni with an alpha split fixed in advance): the few
+*shape* fragments (``s^ s$ sw^ sw$``, below; a handful per catalog) share ``SHAPE_ALPHA`` of
+the error budget, the thousands of text fragments the rest. A trigger family that varies its
+text shows up only as a shape, and its ten titles scored somewhat high by a weak per-title
+channel (Steam: ranks 100-600 of 3,575) fell 1-2 log10 units short when a shape paid for all
+the word n-grams too; text fragments pay ``log10 2`` more (README: Steam char families 0.00
+-> 1.00, no other cell lower).
+
 Why a significance and not the mean score of the group: a mean shrunk towards the catalog
 needs a pseudo-count, and no pseudo-count fits both a 300-title validation catalog and a
 4,600-title scan (BadRec's ``fixed`` policy, 10 targets in LastFM's catalog, went undetected
@@ -19,9 +27,11 @@ Groups explain titles greedily: the most significant group claims its titles, an
 group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
 titles were already claimed by the sentence. A group claims only those of its titles that
-the scanner does not find clearly clean (per-title score in the catalog's top ``CLAIM_SHARE``),
-so a clean title that merely shares a common word with the poison keeps its own verdict. A
-title's evidence is the score of the group that claimed it (0 if no group is significant).
+score like the ones that made it significant: in the catalog's top ``2 c`` for the cut ``c``
+where its significance peaked, kept within ``CLAIM_MIN_SHARE`` ... ``CLAIM_SHARE`` (10-40%);
+so a clean title that merely shares a common word with the poison ("This Heat" far below the
+ten reused sentences at the top) keeps its own verdict. A title's evidence is the score of
+the group that claimed it (0 if no group is significant).
 
 Fragments: lower-cased word 1-3-grams (words split on spaces and on the glue characters
 ``_ - .``), the first and last 2-4 characters of the title (a glued char trigger), except
@@ -50,10 +60,14 @@ _GLUE = "_-.~| "
 # shapes only of ends holding a glue character no clean title uses much: the shapes of
 # ordinary ends ("Maroon 5": "a 9", "dredg": "aaa") group odd-looking clean names
 _SHAPE_GLUE = "_~|"
-# a group claims only its members among the catalog's top 40% by per-title score: a clean
-# "This Mortal Coil" that shares "this" with reused sentences, scored as clean as most of the
-# catalog, stays out (README: LastFM fixed sentence family 7 -> 3 false positives)
+# a group claims its members in the catalog's top 2c by per-title score (c: the cut where its
+# significance peaked), within 10-40%: a clean "This Mortal Coil" that shares "this" with
+# reused sentences, scored as clean as most of the catalog, stays out (README: LastFM fixed
+# sentence family 7 -> 1 false positive). Below 10%, BadRec's per-sample groups (10-20% of
+# a catalog) lost members; the group's own cut alone cost ML-100K 19 of 335 char titles
 CLAIM_SHARE = 0.4
+CLAIM_MIN_SHARE = 0.1
+CLAIM_CUT_FACTOR = 2.0
 WORD_SHAPE_MAX = 4  # longest first / last word whose shape is a fragment (see _odd_short_word)
 MODES = ("off", "max")
 COMBINED_THRESHOLD = 0.5  # the cut of the combined score (see ``combine``)
@@ -65,6 +79,8 @@ GROUP_OFF = 1e9  # a group threshold no significance reaches (finite: thresholds
 # the scanner's suspicion follows content (odd clean names sharing a digit); the README's
 # P-Scanner section has the measured scores of such groups and of real trigger groups
 MIN_GROUP_SCORE = 5.0
+SHAPE_KINDS = ("s^", "s$", "sw^", "sw$")  # fragments that name a shape, not text
+SHAPE_ALPHA = 0.5  # the share of the error budget the shape fragments get (module docstring)
 
 
 def fragments(title: str, max_n: int = 3) -> set[str]:
@@ -145,8 +161,10 @@ class CatalogEvidence:
     above the catalog's ``1 - c`` score quantile for each ``c`` in ``tail_shares`` (their actual
     share, ties included, is the chance rate of that cut), so 10 titles at the very top and a
     fifth of the catalog somewhat above the rest are both found. A group's score is its best
-    significance over the cuts in log10 units, corrected for the fragments and cuts tried;
-    only groups scoring above 0 (fewer than one expected by chance) are kept."""
+    significance over the cuts in log10 units, corrected for the fragments and cuts tried
+    (shape fragments share ``shape_alpha`` of the budget); only groups scoring above 0 (fewer
+    than one expected by chance) are kept. A group claims its members down to twice its best
+    cut (10% at least, ``claim_share`` at most; None: every member)."""
 
     def __init__(
         self,
@@ -156,8 +174,11 @@ class CatalogEvidence:
         max_share: float = 1.0,
         tail_shares: Sequence[float] = TAIL_SHARES,
         claim_share: float | None = CLAIM_SHARE,
+        shape_alpha: float = SHAPE_ALPHA,
     ) -> None:
         own = np.asarray(scores, dtype=float)
+        if not 0.0 < shape_alpha < 1.0:
+            raise ValueError(f"shape_alpha must be in (0, 1), got {shape_alpha}")
         if len(own) != len(titles):
             raise ValueError("one score per title is needed")
         if not tail_shares or not all(0.0 < c < 1.0 for c in tail_shares):
@@ -175,23 +196,35 @@ class CatalogEvidence:
         cuts = [float(np.quantile(own, 1.0 - c)) for c in tail_shares] if len(own) else []
         hot = np.array([own >= cut for cut in cuts], dtype=bool).reshape(len(cuts), len(own))
         rates = np.clip(hot.mean(axis=1) if len(own) else np.zeros(0), 1.0 / (n_all + 1), n_all / (n_all + 1))
-        self.correction = float(np.log10(max(len(tested), 1) * len(tail_shares)))
+        n_shape = sum(1 for f in tested if f.startswith(SHAPE_KINDS))
+        self.correction = {  # weighted Bonferroni: log10(tests in the class / its alpha share)
+            True: float(np.log10(max(n_shape, 1) * len(tail_shares) / shape_alpha)),
+            False: float(np.log10(max(len(tested) - n_shape, 1) * len(tail_shares) / (1.0 - shape_alpha))),
+        }
         tail = _BinomialTail(len(own))
 
-        def value(idx: np.ndarray) -> float:
+        def value(f: str, idx: np.ndarray) -> tuple[float, float]:
+            """The group's corrected significance and the share of the cut where it peaked."""
             ks, n = hot[:, idx].sum(axis=1), len(idx)
-            best = max((tail.neg_log10(int(k), n, float(p)) for k, p in zip(ks, rates, strict=True) if k > n * p), default=0.0)
-            return best - self.correction
+            sig = [tail.neg_log10(int(k), n, float(p)) if k > n * p else 0.0 for k, p in zip(ks, rates, strict=True)]
+            best = int(np.argmax(sig))
+            return sig[best] - self.correction[f.startswith(SHAPE_KINDS)], float(tail_shares[best])
 
         self.members: dict[str, tuple[int, ...]] = {}
         heap: list[tuple[float, int, str]] = []
         for f, idx in tested.items():
-            v = value(idx)
+            v, _ = value(f, idx)
             if v > 0:
                 self.members[f] = tuple(idx.tolist())
                 heap.append((-v, -len(f), f))
         heapq.heapify(heap)
-        floor = float(np.quantile(own, 1.0 - claim_share)) if claim_share and len(own) else -np.inf
+
+        def claim_floor(cut: float) -> float:
+            if not claim_share or not len(own):
+                return -np.inf
+            share = min(max(CLAIM_CUT_FACTOR * cut, CLAIM_MIN_SHARE), claim_share)
+            return float(np.quantile(own, 1.0 - share))
+
         claimed = np.zeros(len(own), dtype=bool)
         self.claim = np.full(len(own), -1, dtype=int)  # index into self.picks
         self.picks: list[tuple[str, float, int]] = []  # fragment, group score, titles claimed
@@ -201,13 +234,13 @@ class CatalogEvidence:
             rest = idx[~claimed[idx]]
             if len(rest) < min_count:
                 continue
-            v = value(rest)
+            v, cut = value(f, rest)
             if v <= 0:
                 continue
             if heap and (-v, neg_len, f) > heap[0]:
                 heapq.heappush(heap, (-v, neg_len, f))
                 continue
-            take = rest[own[rest] >= floor]
+            take = rest[own[rest] >= claim_floor(cut)]
             self.claim[take] = len(self.picks)
             claimed[take] = True
             self.picks.append((f, v, len(take)))
