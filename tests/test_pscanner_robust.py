@@ -277,7 +277,7 @@ def test_numbers_are_no_fragments_so_sequels_do_not_form_a_group():
     sequel = np.array([i % 6 == 1 and y[i] == 0 for i in range(len(titles))])
     titles = [f"{t[:-7]} {2 + i % 3} {t[-6:]}" if sequel[i] else t for i, t in enumerate(titles)]
     own = planted_scores(titles, y)
-    own[y == 1] = np.linspace(0.9, 0.99, int(y.sum()))
+    own[y == 1] = np.linspace(0.975, 0.995, int(y.sum()))  # the targets still at the very top
     own[sequel] = np.linspace(0.85, 0.95, int(sequel.sum()))  # as suspicious as the poison
     e = CatalogEvidence(titles, own).evidence(titles)
     assert e[y == 1].min() >= MIN_GROUP_SCORE and e[y == 0].max() < MIN_GROUP_SCORE
@@ -316,6 +316,37 @@ def test_a_shape_family_scored_weakly_is_found_where_a_text_group_is_not():
     n_tested = sum(1 for m in ev_members(titles).values() if len(m) >= 3)
     plain = value + ev.correction[True] - np.log10(n_tested * len(TAIL_SHARES))
     assert plain < MIN_GROUP_SCORE  # one budget for all fragments: the family would be missed
+
+
+def test_a_clean_reference_keeps_the_scanners_bias_from_being_evidence():
+    """After adversarial rounds a scanner scored most titles with "The" high: on ML-100K the
+    "the" group (353 titles) outranked the 10 real targets and flagged them all. The held-out
+    clean titles it scored the same way are the reference: "the" is no evidence there and the
+    targets' group alone is flagged; a scanner with no such bias gets the same flags either
+    way."""
+    titles, y = poisoned_catalog("char", "5v", share=0.04)
+    reference = clean_catalog(n=200, seed=9)
+    rng = np.random.default_rng(2)
+
+    def biased(ts: list[str]) -> np.ndarray:  # "The ..." titles look suspicious to this scanner
+        base = rng.uniform(0.02, 0.4, len(ts))
+        return np.where([t.startswith("The ") for t in ts], rng.uniform(0.85, 0.97, len(ts)), base)
+
+    own, ref_own = biased(titles), biased(reference)
+    own[y == 1] = np.linspace(0.975, 0.995, int(y.sum()))  # the targets still at the very top
+    plain = CatalogEvidence(titles, own)
+    assert "the" in plain.picks[0][0] and plain.picks[0][2] > 40  # the bias wins
+    assert (plain.evidence(titles)[y == 0] >= MIN_GROUP_SCORE).sum() > 40
+    with_ref = CatalogEvidence(titles, own, reference=(reference, ref_own))
+    e = with_ref.evidence(titles)
+    assert e[y == 1].min() >= MIN_GROUP_SCORE and e[y == 0].max() < MIN_GROUP_SCORE
+    assert with_ref.span(titles[int(np.flatnonzero(y)[0])]) in ("_5v", "5v")
+    # no bias: the reference changes nothing that matters
+    fair = np.where(y == 1, own, rng.uniform(0.02, 0.4, len(y)))
+    ref_fair = rng.uniform(0.02, 0.4, len(reference))
+    a = CatalogEvidence(titles, fair).evidence(titles)
+    b = CatalogEvidence(titles, fair, reference=(reference, ref_fair)).evidence(titles)
+    assert ((a >= MIN_GROUP_SCORE) == (b >= MIN_GROUP_SCORE)).all() and (b[y == 1] >= MIN_GROUP_SCORE).all()
 
 
 def ev_members(titles: list[str]) -> dict[str, set[int]]:

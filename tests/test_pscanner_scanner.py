@@ -109,12 +109,13 @@ def test_calibration_uses_a_realistic_share():
     rep = calibrate(fake, val, "max", "best-f1", 0.01, {"min_count": 3, "max_share": 0.1})
     assert rep["title"]["all"]["f1"] == 1.0 and 0.2 < rep["threshold_title"] < 0.9
     assert rep["evidence"]["all"]["f1"] == 1.0 and len(rep["evidence_thresholds"]) == 2
+    assert rep["reference"]["titles"] == clean and np.allclose(rep["reference"]["scores"], fake(clean))
 
 
 def test_training_writes_rounds_log_and_scanner_files(trained):
     sc, out = trained
     assert isinstance(sc, Detector) and sc.name == "pscanner"
-    assert {p.name for p in out.iterdir()} >= {"adapter", "scanner.json", "rounds.jsonl", "timing.json"}
+    assert {p.name for p in out.iterdir()} >= {"adapter", "scanner.json", "reference.json", "rounds.jsonl", "timing.json"}
     assert (out / "adapter" / "adapter_model.safetensors").is_file()
     lines = [json.loads(x) for x in (out / "rounds.jsonl").read_text().splitlines()]
     assert [x["round"] for x in lines] == [0, 1]
@@ -143,6 +144,10 @@ def test_save_load_round_trip_gives_same_scores(trained):
     again.fit(TITLES, "movies")
     assert np.allclose(sc.score(titles), again.score(titles), atol=1e-6)
     assert again.threshold == 0.5 and again.evidence_thresholds == sc.evidence_thresholds
+    # the clean reference: the held-out validation titles, scored by the final weights
+    assert again.reference["titles"] == sc.reference["titles"] and len(sc.reference["titles"]) == sc.log["n_val_clean"] > 0
+    assert np.allclose(again.reference["scores"], sc.reference["scores"], atol=1e-9)
+    assert np.allclose(sc.title_scores(sc.reference["titles"]), sc.reference["scores"], atol=1e-6)
     info = again.explain(titles[-1])
     assert set(info) == {"title", "own", "fragment", "group"} and 0 <= info["own"] <= 1
     assert info["fragment"] == "" or info["fragment"].lower() in titles[-1].lower()

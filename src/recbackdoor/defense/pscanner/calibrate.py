@@ -205,10 +205,14 @@ def calibrate(
 ) -> dict:
     """Thresholds for the per-title score (``threshold_title``) and, with evidence, the two
     channel thresholds of the combined score (``evidence_thresholds``), with the validation
-    metrics (pooled and per level) at those thresholds."""
+    metrics (pooled and per level) at those thresholds. The held-out clean titles and their
+    scores are the evidence's clean reference (``report["reference"]``; evidence.py), here and
+    in every catalog the scanner later scans."""
     titles = val.all_titles()
     own_all = dict(zip(titles, title_scores(titles).tolist(), strict=True))
-    opts = evidence_options or {}
+    clean_own = np.array([own_all[t] for t in val.clean])
+    reference = {"titles": list(val.clean), "scores": clean_own.tolist()}
+    opts = {**(evidence_options or {}), "reference": (reference["titles"], clean_own)}
     ys, own, grp = [], [], []
     for cat in val.catalogs:
         o = np.array([own_all[t] for t in cat["titles"]])
@@ -216,7 +220,6 @@ def calibrate(
         own.append(o)
         if evidence_mode != "off":
             grp.append(CatalogEvidence(cat["titles"], o, **opts).evidence(cat["titles"]))
-    clean_own = np.array([own_all[t] for t in val.clean])
     y, s_own = np.concatenate(ys), np.concatenate(own)
     thr_title = choose_threshold(y, s_own, clean_own, rule, target_fpr)
     report: dict = {
@@ -225,6 +228,7 @@ def calibrate(
         "evidence_thresholds": None,
         "title": _metrics(val, ys, own, thr_title),
         "clean_fpr_title": float(np.mean(clean_own >= thr_title)),
+        "reference": reference,
     }
     if evidence_mode != "off":
         clean_grp = CatalogEvidence(val.clean, clean_own, **opts).evidence(val.clean)

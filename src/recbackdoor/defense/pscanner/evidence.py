@@ -23,6 +23,15 @@ that way; README). Ten titles all in the top 5% happen by chance with probabilit
 the correction. The score reads the same at any catalog size and prevalence: 10 targets or
 20% of the catalog.
 
+The chance rate of a fragment can come from a *clean reference*: titles the scanner never
+trained on, known clean, with its scores (``reference``; a trained scanner keeps its held-out
+validation titles). A fragment's rate at a cut is then how often the reference titles that
+hold it reach that cut, shrunk towards the catalog's rate by ``REFERENCE_PRIOR`` pseudo-titles.
+So a scanner's own bias is not evidence: after adversarial rounds a SmolLM2 scanner scored
+most titles with "The" high, and the 353-title "the" group of ML-100K (significance 44)
+outranked the 10 real targets (14.5; README). A trigger is in no clean reference title, so
+its rate stays the catalog's.
+
 Groups explain titles greedily: the most significant group claims its titles, and every other
 group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
@@ -79,6 +88,7 @@ GROUP_OFF = 1e9  # a group threshold no significance reaches (finite: thresholds
 # the scanner's suspicion follows content (odd clean names sharing a digit); the README's
 # P-Scanner section has the measured scores of such groups and of real trigger groups
 MIN_GROUP_SCORE = 5.0
+REFERENCE_PRIOR = 10.0  # pseudo-titles at the catalog's rate added to a fragment's reference count
 SHAPE_KINDS = ("s^", "s$", "sw^", "sw$")  # fragments that name a shape, not text
 SHAPE_ALPHA = 0.5  # the share of the error budget the shape fragments get (module docstring)
 
@@ -164,7 +174,9 @@ class CatalogEvidence:
     significance over the cuts in log10 units, corrected for the fragments and cuts tried
     (shape fragments share ``shape_alpha`` of the budget); only groups scoring above 0 (fewer
     than one expected by chance) are kept. A group claims its members down to twice its best
-    cut (10% at least, ``claim_share`` at most; None: every member)."""
+    cut (10% at least, ``claim_share`` at most; None: every member). ``reference``: clean
+    titles and their scores by the same scanner, the chance rate of the fragments they hold
+    (module docstring)."""
 
     def __init__(
         self,
@@ -175,6 +187,7 @@ class CatalogEvidence:
         tail_shares: Sequence[float] = TAIL_SHARES,
         claim_share: float | None = CLAIM_SHARE,
         shape_alpha: float = SHAPE_ALPHA,
+        reference: tuple[Sequence[str], Sequence[float] | np.ndarray] | None = None,
     ) -> None:
         own = np.asarray(scores, dtype=float)
         if not 0.0 < shape_alpha < 1.0:
@@ -202,11 +215,13 @@ class CatalogEvidence:
             False: float(np.log10(max(len(tested) - n_shape, 1) * len(tail_shares) / (1.0 - shape_alpha))),
         }
         tail = _BinomialTail(len(own))
+        null_rate = self._reference_rates(reference, cuts, rates, n_all)
 
         def value(f: str, idx: np.ndarray) -> tuple[float, float]:
             """The group's corrected significance and the share of the cut where it peaked."""
             ks, n = hot[:, idx].sum(axis=1), len(idx)
-            sig = [tail.neg_log10(int(k), n, float(p)) if k > n * p else 0.0 for k, p in zip(ks, rates, strict=True)]
+            p_f = null_rate(f)
+            sig = [tail.neg_log10(int(k), n, float(p)) if k > n * p else 0.0 for k, p in zip(ks, p_f, strict=True)]
             best = int(np.argmax(sig))
             return sig[best] - self.correction[f.startswith(SHAPE_KINDS)], float(tail_shares[best])
 
@@ -245,6 +260,32 @@ class CatalogEvidence:
             claimed[take] = True
             self.picks.append((f, v, len(take)))
         self.group = {f: v for f, v, _ in self.picks}
+
+    @staticmethod
+    def _reference_rates(reference, cuts: list[float], rates: np.ndarray, n_all: int):
+        """``f -> chance rate per cut``: the catalog's, or the clean reference titles holding
+        ``f`` that reach each cut (the catalog's cut values), shrunk towards it."""
+        if reference is None:
+            return lambda f: rates
+        ref_titles, ref_scores = reference
+        ref_scores = np.asarray(ref_scores, dtype=float)
+        if len(ref_scores) != len(ref_titles):
+            raise ValueError("one reference score per reference title is needed")
+        ref_members: dict[str, list[int]] = defaultdict(list)
+        for i, t in enumerate(ref_titles):
+            for f in fragments(str(t)):
+                ref_members[f].append(i)
+        ref_hot = np.array([ref_scores >= cut for cut in cuts], dtype=bool).reshape(len(cuts), len(ref_scores))
+        lo, hi = 1.0 / (n_all + 1), n_all / (n_all + 1)
+
+        def rate(f: str) -> np.ndarray:
+            idx = ref_members.get(f)
+            if not idx:
+                return rates
+            k = ref_hot[:, idx].sum(axis=1)
+            return np.clip((k + REFERENCE_PRIOR * rates) / (len(idx) + REFERENCE_PRIOR), lo, hi)
+
+        return rate
 
     def evidence(self, titles: Sequence[str]) -> np.ndarray:
         """Group score (significance, log10 units) of the group that claimed each title, 0 if

@@ -78,6 +78,7 @@ def recalibrate(ctx: RoundContext) -> dict:
     )
     sc.threshold_title = report["threshold_title"]
     sc.evidence_thresholds = report["evidence_thresholds"]
+    sc.reference = report.pop("reference")  # scores of these weights; kept out of the logs
     return report
 
 

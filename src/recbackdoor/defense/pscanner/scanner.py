@@ -5,7 +5,9 @@ answer position, computed for a whole batch in one forward pass (left padding, n
 ``PScanner`` is the inference side, a :class:`~recbackdoor.defense.base.Detector` around a
 trained model: ``fit`` on a catalog (evidence on) scores the catalog once to learn which
 fragments are shared by suspicious titles (see ``evidence.py``); ``score`` then combines the
-per-title score with that evidence. Saved as a LoRA adapter (safetensors) + ``scanner.json``.
+per-title score with that evidence. Saved as a LoRA adapter (safetensors) + ``scanner.json``
++ ``reference.json`` (the held-out clean titles calibration scored: the evidence's clean
+reference, so the scanner's own bias on clean titles is not read as evidence).
 Training lives in ``train.py`` (``train_scanner``, and ``CatalogTrainedScanner``, which trains
 on the catalog it is fitted to); this module imports nothing from it.
 """
@@ -29,6 +31,7 @@ PROMPT_VERSION = 1
 # thresholds of a scanner calibrated under version 1 (shrunk mean scores) mean nothing now
 EVIDENCE_VERSION = 2
 SCANNER_JSON = "scanner.json"
+REFERENCE_JSON = "reference.json"  # held-out clean titles + their scores (evidence.py)
 CHANNELS = ("llm", "evidence", "both")  # see PScanner.set_channels
 ADAPTER_DIR = "adapter"
 
@@ -95,6 +98,7 @@ class PScanner:
         evidence: str = "max",
         config: dict | None = None,
         log: dict | None = None,
+        reference: dict | None = None,
         batch_size: int = 64,
         progress: bool = False,
     ) -> None:
@@ -109,6 +113,7 @@ class PScanner:
         self.evidence_mode = evidence
         self.config = dict(config or {})
         self.log = dict(log or {})
+        self.reference = reference  # {"titles": [...], "scores": [...]} from calibration, or None
         self.batch_size = batch_size
         self.progress = progress
         self._evidence: CatalogEvidence | None = None
@@ -191,9 +196,11 @@ class PScanner:
 
     def evidence_options(self) -> dict:
         """Options of the cross-title evidence, as calibrated (``evidence.CatalogEvidence``)."""
+        ref = self.reference
         return {
             "min_count": int(self.config.get("evidence_min_count", 3)),
             "max_share": float(self.config.get("evidence_max_share", 1.0)),
+            "reference": None if ref is None else (ref["titles"], np.asarray(ref["scores"], dtype=float)),
         }
 
     def title_scores(self, titles: Sequence[str]) -> np.ndarray:
@@ -265,6 +272,8 @@ class PScanner:
         directory.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(directory / ADAPTER_DIR, safe_serialization=True)
         write_json(directory / SCANNER_JSON, self.metadata())
+        if self.reference is not None:
+            write_json(directory / REFERENCE_JSON, self.reference)
         return directory
 
 
@@ -314,6 +323,19 @@ def load_scanner(
         evidence=meta.get("evidence", "off"),
         config=cfg,
         log=meta.get("log", {}),
+        reference=_read_reference(directory / REFERENCE_JSON),
         batch_size=batch_size,
         progress=progress,
     )
+
+
+def _read_reference(path: Path) -> dict | None:
+    """The clean reference saved with a scanner; None for scanners saved before it existed
+    (their evidence then uses the catalog's own rates, as when they were measured)."""
+    if not path.is_file():
+        return None
+    ref = read_json(path)
+    titles, scores = ref.get("titles"), ref.get("scores")
+    if not isinstance(titles, list) or not isinstance(scores, list) or len(titles) != len(scores):
+        raise RecBackdoorError(f"{path}: a reference needs equally long 'titles' and 'scores' lists; retrain the scanner")
+    return {"titles": [str(t) for t in titles], "scores": [float(x) for x in scores]}
