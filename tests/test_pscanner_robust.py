@@ -349,6 +349,23 @@ def test_a_clean_reference_keeps_the_scanners_bias_from_being_evidence():
     assert ((a >= MIN_GROUP_SCORE) == (b >= MIN_GROUP_SCORE)).all() and (b[y == 1] >= MIN_GROUP_SCORE).all()
 
 
+def test_a_repeated_text_explains_its_titles_before_a_shape():
+    """BadRec's fixed ``cf`` on 10 artists, and two clean artists whose last word is short and
+    lower-case too ("Rie fu", "The xx", scored high): the shape ``sw$aa`` holds all 12 and, with
+    its smaller correction, is the more significant group, but the text "cf" is significant
+    enough to flag on its own, so it claims the 10 first and the clean two keep their verdict."""
+    titles, y = poisoned_catalog("word", "cf", share=10 / 240)
+    titles, y = titles + ["Rie fu", "The xx"], np.append(y, [0, 0])
+    own = planted_scores(titles, y)
+    own[y == 1] = np.linspace(0.9, 0.99, int(y.sum()))
+    own[-2:] = [0.95, 0.93]
+    ev = CatalogEvidence(titles, own)
+    e = ev.evidence(titles)
+    assert e[y == 1].min() >= MIN_GROUP_SCORE and e[-2:].max() == 0.0
+    assert "cf" in ev.top_fragment(titles[int(np.flatnonzero(y)[0])])[0]
+    assert "sw$aa" not in ev.group and "sw$aa" in ev.members  # tested, significant, not picked
+
+
 def ev_members(titles: list[str]) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for i, t in enumerate(titles):

@@ -163,9 +163,10 @@ def _grid_catalog(n_adj: int = 12) -> list[str]:
 def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
     """10 of 144 titles carry "cf" and score high; one odd clean title scores high alone.
     The group's score is exactly the best binomial tail over the cuts, checked against scipy,
-    less the weighted Bonferroni correction: "cf" is one of many text fragments, its shape
-    ``sw$aa`` (a short lower-case last word) one of a few shapes that share half the error
-    budget, so the shape names the group; nothing clean gets any evidence."""
+    less the weighted Bonferroni correction: "cf" is one of many text fragments, which share
+    half the error budget, its shape ``sw$aa`` (a short lower-case last word) one of a few
+    shapes that share the other half. The shape is more significant, but a repeated text
+    significant enough to flag explains its titles first; nothing clean gets any evidence."""
     from scipy.stats import binom
 
     from recbackdoor.defense.pscanner.evidence import (
@@ -194,10 +195,12 @@ def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
         k, n, p = int(hot[y == 1].sum()), int(y.sum()), hot.mean()
         if k > n * p:
             best = max(best, -np.log10(binom.sf(k - 1, n, p)))
-    expected = best - np.log10(n_shape * len(TAIL_SHARES) / SHAPE_ALPHA)
-    as_text = best - np.log10((len(tested) - n_shape) * len(TAIL_SHARES) / (1 - SHAPE_ALPHA))
-    assert expected > as_text + 1 and as_text > MIN_GROUP_SCORE
-    assert ev.top_fragment(titles[0]) == ("sw$aa", pytest.approx(expected))
+    as_shape = best - np.log10(n_shape * len(TAIL_SHARES) / SHAPE_ALPHA)
+    expected = best - np.log10((len(tested) - n_shape) * len(TAIL_SHARES) / (1 - SHAPE_ALPHA))
+    assert as_shape > expected + 1 and expected > MIN_GROUP_SCORE
+    assert ev.members["sw$aa"] and ev.group.get("sw$aa") is None  # significant, but never picked
+    top, value = ev.top_fragment(titles[0])
+    assert "cf" in top and not top.startswith(("s^", "s$", "sw")) and value == pytest.approx(expected)
     assert e[y == 1] == pytest.approx(np.full(y.sum(), expected))
     assert e[y == 0].max() == 0.0  # "blue", "river": shared, but not by suspicious titles
     comb = combine(own, e, "max", t_own=0.97, t_group=MIN_GROUP_SCORE)

@@ -33,7 +33,8 @@ outranked the 10 real targets (14.5; README). A trigger is in no clean reference
 its rate stays the catalog's.
 
 Groups explain titles greedily: the most significant group claims its titles, and every other
-group is re-scored on the titles still unclaimed. So a clean "Rock On" does not inherit the
+group is re-scored on the titles still unclaimed (a repeated text significant enough to flag
+goes before any shape: it is the more specific explanation). So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
 titles were already claimed by the sentence. A group claims only those of its titles that
 score like the ones that made it significant: in the catalog's top ``2 c`` for the cut ``c``
@@ -226,12 +227,18 @@ class CatalogEvidence:
             return sig[best] - self.correction[f.startswith(SHAPE_KINDS)], float(tail_shares[best])
 
         self.members: dict[str, tuple[int, ...]] = {}
-        heap: list[tuple[float, int, str]] = []
+        def key(f: str, v: float) -> tuple[int, float, int, str]:
+            """Greedy order: a repeated text significant enough to flag (``MIN_GROUP_SCORE``)
+            explains its titles before any shape does (fixed ``cf`` on LastFM: the shape
+            ``sw$aa`` also holds the clean "Rie fu"); then by significance."""
+            return (0 if v >= MIN_GROUP_SCORE and not f.startswith(SHAPE_KINDS) else 1, -v, -len(f), f)
+
+        heap: list[tuple[int, float, int, str]] = []
         for f, idx in tested.items():
             v, _ = value(f, idx)
             if v > 0:
                 self.members[f] = tuple(idx.tolist())
-                heap.append((-v, -len(f), f))
+                heap.append(key(f, v))
         heapq.heapify(heap)
 
         def claim_floor(cut: float) -> float:
@@ -244,7 +251,7 @@ class CatalogEvidence:
         self.claim = np.full(len(own), -1, dtype=int)  # index into self.picks
         self.picks: list[tuple[str, float, int]] = []  # fragment, group score, titles claimed
         while heap:  # lazy greedy: re-score the top on unclaimed titles; accept if still best
-            neg_v, neg_len, f = heapq.heappop(heap)
+            f = heapq.heappop(heap)[-1]
             idx = np.asarray(self.members[f])
             rest = idx[~claimed[idx]]
             if len(rest) < min_count:
@@ -252,8 +259,8 @@ class CatalogEvidence:
             v, cut = value(f, rest)
             if v <= 0:
                 continue
-            if heap and (-v, neg_len, f) > heap[0]:
-                heapq.heappush(heap, (-v, neg_len, f))
+            if heap and key(f, v) > heap[0]:
+                heapq.heappush(heap, key(f, v))
                 continue
             take = rest[own[rest] >= claim_floor(cut)]
             self.claim[take] = len(self.picks)
