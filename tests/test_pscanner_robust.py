@@ -366,6 +366,25 @@ def test_a_repeated_text_explains_its_titles_before_a_shape():
     assert "sw$aa" not in ev.group and "sw$aa" in ev.members  # tested, significant, not picked
 
 
+def test_a_clean_reference_never_adds_evidence():
+    """The reference may only raise a fragment's chance rate. The word "i" of a reused
+    sentence "I watched this 3D movie" is also in clean "I.Q." titles that the scanner scores
+    above most of this catalog, though below the poison; clean reference titles with "I" that
+    it scores low would, if they could lower the rate of "i", make the "i" group outrank the
+    sentence's own group and flag the clean "I.Q." titles with it (ML-100K: 4 clean movies)."""
+    titles, y = poisoned_catalog("sentence", "I watched this 3D movie", share=0.2)
+    extra = ["I.Q. (1994)", "G.I. Jane (1997)", "I, Claudius (1976)", "I.D. (1995)"]
+    titles, y = titles + extra, np.append(y, [0] * len(extra))
+    own = planted_scores(titles, y)
+    own[y == 1] = np.random.default_rng(6).uniform(0.7, 0.99, int(y.sum()))
+    own[-4:] = 0.35  # top ~23%: within the group's claim (top 40%), not in its best cut (20%)
+    reference = [f"I {w} (19{60 + k})" for k, w in enumerate(("Shot Andy Warhol", "Like It Hot", "Love You", "Remember Mama", "Was a Spy", "Married a Witch"))]
+    reference += clean_catalog(n=100, seed=11)
+    ref_own = np.full(len(reference), 0.05)
+    e = CatalogEvidence(titles, own, reference=(reference, ref_own)).evidence(titles)
+    assert e[y == 1].min() >= MIN_GROUP_SCORE and e[-4:].max() == 0.0
+
+
 def ev_members(titles: list[str]) -> dict[str, set[int]]:
     out: dict[str, set[int]] = {}
     for i, t in enumerate(titles):

@@ -26,7 +26,11 @@ the correction. The score reads the same at any catalog size and prevalence: 10 
 The chance rate of a fragment can come from a *clean reference*: titles the scanner never
 trained on, known clean, with its scores (``reference``; a trained scanner keeps its held-out
 validation titles). A fragment's rate at a cut is then how often the reference titles that
-hold it reach that cut, shrunk towards the catalog's rate by ``REFERENCE_PRIOR`` pseudo-titles.
+hold it reach that cut, shrunk towards the catalog's rate by ``REFERENCE_PRIOR`` pseudo-titles,
+and never below the catalog's rate: the reference explains evidence away, it never adds any
+(a word that the scanner scores low on clean titles, such as the "I" of "I.Q.", would
+otherwise make the 340-title "i" group outrank the 336 titles of the reused sentence "I
+watched this 3D movie" that it contains, flagging 4 clean movies).
 So a scanner's own bias is not evidence: after adversarial rounds a SmolLM2 scanner scored
 most titles with "The" high, and the 353-title "the" group of ML-100K (significance 44)
 outranked the 10 real targets (14.5; README). A trigger is in no clean reference title, so
@@ -271,7 +275,7 @@ class CatalogEvidence:
     @staticmethod
     def _reference_rates(reference, cuts: list[float], rates: np.ndarray, n_all: int):
         """``f -> chance rate per cut``: the catalog's, or the clean reference titles holding
-        ``f`` that reach each cut (the catalog's cut values), shrunk towards it."""
+        ``f`` that reach each cut (the catalog's cut values), shrunk towards it, if higher."""
         if reference is None:
             return lambda f: rates
         ref_titles, ref_scores = reference
@@ -290,7 +294,8 @@ class CatalogEvidence:
             if not idx:
                 return rates
             k = ref_hot[:, idx].sum(axis=1)
-            return np.clip((k + REFERENCE_PRIOR * rates) / (len(idx) + REFERENCE_PRIOR), lo, hi)
+            shrunk = (k + REFERENCE_PRIOR * rates) / (len(idx) + REFERENCE_PRIOR)
+            return np.clip(np.maximum(shrunk, rates), lo, hi)  # explains evidence away, never adds any
 
         return rate
 
