@@ -57,10 +57,11 @@ def prepared(name: str, work: Path) -> Path:
     return out
 
 
-def trusted_scanner(data: Path, out: Path, backbone: str | None, seed: int) -> Path:
-    """A P-Scanner trained once (``ScannerConfig.fast``, as ``defend`` trains) on the clean
-    dataset's distinct training titles, saved to ``out`` and reused by every cell: the "trusted
-    catalog of the domain" way to avoid learning a poisoned catalog's trigger as clean."""
+def trusted_scanner(data: Path, out: Path, backbone: str | None, seed: int, n_train: int | None = None) -> Path:
+    """A P-Scanner trained once (``ScannerConfig.fast``, as ``defend`` trains; ``n_train``
+    synthetic examples instead of its 960 if given) on the clean dataset's distinct training
+    titles, saved to ``out`` and reused by every cell: the "trusted catalog of the domain" way
+    to avoid learning a poisoned catalog's trigger as clean."""
     from recbackdoor.data.io import load_dataset
     from recbackdoor.defense.defend import training_items
     from recbackdoor.defense.pscanner import CatalogTrainedScanner, ScannerConfig
@@ -70,7 +71,7 @@ def trusted_scanner(data: Path, out: Path, backbone: str | None, seed: int) -> P
     clean = load_dataset(data)
     titles = sorted({clean.catalog.titles[i] for i in training_items(clean)})
     start = time.perf_counter()
-    cfg = ScannerConfig.fast(**({"backbone": backbone} if backbone else {}), seed=seed)
+    cfg = ScannerConfig.fast(**({"backbone": backbone} if backbone else {}), **({"n_train": n_train} if n_train else {}), seed=seed)
     scanner = CatalogTrainedScanner(cfg).fit(titles, clean.catalog.domain)
     scanner.save(out)
     print(f"trained a scanner on {len(titles)} clean titles of {data.name} in {time.perf_counter() - start:.0f}s: {out}", flush=True)
@@ -92,6 +93,7 @@ def parser(description: str, default_methods: str) -> argparse.ArgumentParser:
         "training titles, a trusted catalog of the domain, and reuses it in every cell; 'cell' lets fit train "
         "one on each poisoned catalog, as `defend` does without --scanner (minutes per cell)",
     )  # fmt: skip
+    ap.add_argument("--scanner-n-train", type=int, default=None, help="with --scanner-from clean: synthetic training examples (default: ScannerConfig.fast's 960); tables get a _n<N> suffix")
     ap.add_argument("--model", default=None, help="victim for bki/strip (one for every dataset; default: base backbone)")
     ap.add_argument("--backbone", default=None, help="onion/bki LM and P-Scanner backbone (default smollm2-135m)")
     ap.add_argument("--seed", type=int, default=0)
@@ -119,7 +121,8 @@ def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion
         if args.scanner_dir and "pscanner" in args.methods.split(","):
             scanner = str(Path(args.scanner_dir) / name)
         elif args.scanner_from == "clean" and "pscanner" in args.methods.split(","):
-            scanner = str(trusted_scanner(data, args.work / f"scanner-{name}", args.backbone, args.seed))
+            suffix = f"-n{args.scanner_n_train}" if args.scanner_n_train else ""
+            scanner = str(trusted_scanner(data, args.work / f"scanner-{name}{suffix}", args.backbone, args.seed, args.scanner_n_train))
         config = BenchConfig(
             levels=tuple(args.levels.split(",")), methods=tuple(args.methods.split(",")),
             policies=tuple(args.policies.split(",")), ratio=args.ratio, trigger_family=args.trigger_family,
@@ -127,6 +130,8 @@ def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion
             backbone=args.backbone, seed=args.seed, reuse_models=args.reuse_models,
         )  # fmt: skip
         tag_name = f"{tag}_{name}_family" if args.trigger_family else f"{tag}_{name}"
+        if args.scanner_n_train:
+            tag_name += f"_n{args.scanner_n_train}"
         out = args.work / tag_name.replace("_", "-")
         start = time.perf_counter()
         run_detect_bench(data, out, config, force=True)
