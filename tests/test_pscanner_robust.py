@@ -241,10 +241,8 @@ def test_a_word_family_forms_one_group_by_the_shape_of_its_word(share):
 
 def test_a_group_claims_only_members_the_scanner_does_not_find_clearly_clean():
     """A sentence family (``attack --trigger-family sentence``) shares only "this" with a few
-    clean titles; those the scanner scores below the titles that made the group significant
-    keep their own verdict, instead of joining the group's flags: the group peaked at the top
-    5%, so it claims within the top 10% (twice its cut, at least ``CLAIM_MIN_SHARE``), and a
-    bystander in the top 30% stays out (the old fixed top 40% took it: LastFM "This Heat")."""
+    clean titles; those the scanner scores as clean as most of the catalog keep their own
+    verdict (``claim_share``), instead of joining the group's flags."""
     from recbackdoor.attack.families import family_members
 
     clean = clean_catalog()
@@ -260,7 +258,6 @@ def test_a_group_claims_only_members_the_scanner_does_not_find_clearly_clean():
     own = planted_scores(titles, y)
     own[y == 1] = np.linspace(0.96, 0.99, 10)  # ten titles: ranked at the top, or no group is significant
     own[-3:] = 0.02  # the scanner finds them clean (bottom of the catalog)
-    own[-1] = np.quantile(own, 0.7)  # ... or somewhat odd: in the top 30%, far below the ten
     ev = CatalogEvidence(titles, own)
     claimed = ev.evidence(titles)
     assert claimed[y == 1].min() >= MIN_GROUP_SCORE and claimed[-3:].max() == 0.0

@@ -41,11 +41,9 @@ group is re-scored on the titles still unclaimed (a repeated text significant en
 goes before any shape: it is the more specific explanation). So a clean "Rock On" does not inherit the
 score of the reused sentence "... I listened to this on vinyl" through the word "on": those
 titles were already claimed by the sentence. A group claims only those of its titles that
-score like the ones that made it significant: in the catalog's top ``2 c`` for the cut ``c``
-where its significance peaked, kept within ``CLAIM_MIN_SHARE`` ... ``CLAIM_SHARE`` (10-40%);
-so a clean title that merely shares a common word with the poison ("This Heat" far below the
-ten reused sentences at the top) keeps its own verdict. A title's evidence is the score of
-the group that claimed it (0 if no group is significant).
+the scanner does not find clearly clean (per-title score in the catalog's top ``CLAIM_SHARE``),
+so a clean title that merely shares a common word with the poison keeps its own verdict. A
+title's evidence is the score of the group that claimed it (0 if no group is significant).
 
 Fragments: lower-cased word 1-3-grams (words split on spaces and on the glue characters
 ``_ - .``), the first and last 2-4 characters of the title (a glued char trigger), except
@@ -74,14 +72,12 @@ _GLUE = "_-.~| "
 # shapes only of ends holding a glue character no clean title uses much: the shapes of
 # ordinary ends ("Maroon 5": "a 9", "dredg": "aaa") group odd-looking clean names
 _SHAPE_GLUE = "_~|"
-# a group claims its members in the catalog's top 2c by per-title score (c: the cut where its
-# significance peaked), within 10-40%: a clean "This Mortal Coil" that shares "this" with
-# reused sentences, scored as clean as most of the catalog, stays out (README: LastFM fixed
-# sentence family 7 -> 1 false positive). Below 10%, BadRec's per-sample groups (10-20% of
-# a catalog) lost members; the group's own cut alone cost ML-100K 19 of 335 char titles
+# a group claims only its members among the catalog's top 40% by per-title score: a clean
+# "This Mortal Coil" that shares "this" with reused sentences, scored as clean as most of the
+# catalog, stays out (README: LastFM fixed sentence family 7 -> 3 false positives). A tighter
+# claim (twice the cut where the group peaked, 10% at least) left 1 there but missed 3 of the
+# 81 prefix-triggered LastFM artists that the scanner ranked in its top 12-33%
 CLAIM_SHARE = 0.4
-CLAIM_MIN_SHARE = 0.1
-CLAIM_CUT_FACTOR = 2.0
 WORD_SHAPE_MAX = 4  # longest first / last word whose shape is a fragment (see _odd_short_word)
 MODES = ("off", "max")
 COMBINED_THRESHOLD = 0.5  # the cut of the combined score (see ``combine``)
@@ -178,8 +174,8 @@ class CatalogEvidence:
     fifth of the catalog somewhat above the rest are both found. A group's score is its best
     significance over the cuts in log10 units, corrected for the fragments and cuts tried
     (shape fragments share ``shape_alpha`` of the budget); only groups scoring above 0 (fewer
-    than one expected by chance) are kept. A group claims its members down to twice its best
-    cut (10% at least, ``claim_share`` at most; None: every member). ``reference``: clean
+    than one expected by chance) are kept. A group claims its members in the catalog's top
+    ``claim_share`` by score (None: every member). ``reference``: clean
     titles and their scores by the same scanner, the chance rate of the fragments they hold
     (module docstring)."""
 
@@ -222,13 +218,11 @@ class CatalogEvidence:
         tail = _BinomialTail(len(own))
         null_rate = self._reference_rates(reference, cuts, rates, n_all)
 
-        def value(f: str, idx: np.ndarray) -> tuple[float, float]:
-            """The group's corrected significance and the share of the cut where it peaked."""
+        def value(f: str, idx: np.ndarray) -> float:
             ks, n = hot[:, idx].sum(axis=1), len(idx)
             p_f = null_rate(f)
-            sig = [tail.neg_log10(int(k), n, float(p)) if k > n * p else 0.0 for k, p in zip(ks, p_f, strict=True)]
-            best = int(np.argmax(sig))
-            return sig[best] - self.correction[f.startswith(SHAPE_KINDS)], float(tail_shares[best])
+            best = max((tail.neg_log10(int(k), n, float(p)) for k, p in zip(ks, p_f, strict=True) if k > n * p), default=0.0)
+            return best - self.correction[f.startswith(SHAPE_KINDS)]
 
         self.members: dict[str, tuple[int, ...]] = {}
         def key(f: str, v: float) -> tuple[int, float, int, str]:
@@ -239,18 +233,12 @@ class CatalogEvidence:
 
         heap: list[tuple[int, float, int, str]] = []
         for f, idx in tested.items():
-            v, _ = value(f, idx)
+            v = value(f, idx)
             if v > 0:
                 self.members[f] = tuple(idx.tolist())
                 heap.append(key(f, v))
         heapq.heapify(heap)
-
-        def claim_floor(cut: float) -> float:
-            if not claim_share or not len(own):
-                return -np.inf
-            share = min(max(CLAIM_CUT_FACTOR * cut, CLAIM_MIN_SHARE), claim_share)
-            return float(np.quantile(own, 1.0 - share))
-
+        floor = float(np.quantile(own, 1.0 - claim_share)) if claim_share and len(own) else -np.inf
         claimed = np.zeros(len(own), dtype=bool)
         self.claim = np.full(len(own), -1, dtype=int)  # index into self.picks
         self.picks: list[tuple[str, float, int]] = []  # fragment, group score, titles claimed
@@ -260,13 +248,13 @@ class CatalogEvidence:
             rest = idx[~claimed[idx]]
             if len(rest) < min_count:
                 continue
-            v, cut = value(f, rest)
+            v = value(f, rest)
             if v <= 0:
                 continue
             if heap and key(f, v) > heap[0]:
                 heapq.heappush(heap, key(f, v))
                 continue
-            take = rest[own[rest] >= claim_floor(cut)]
+            take = rest[own[rest] >= floor]
             self.claim[take] = len(self.picks)
             claimed[take] = True
             self.picks.append((f, v, len(take)))
