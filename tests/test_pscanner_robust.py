@@ -19,6 +19,7 @@ from recbackdoor.defense.pscanner.evidence import (
     MIN_GROUP_SCORE,
     CatalogEvidence,
     combine,
+    fragment_index,
     fragments,
 )
 from recbackdoor.defense.pscanner.robust import robust_negatives, suspicious_titles
@@ -310,7 +311,7 @@ def test_a_shape_family_scored_weakly_is_found_where_a_text_group_is_not():
     frag, value = ev.top_fragment(titles[family[0]])
     assert frag.startswith("s$") and frag.endswith("_9a") and e[family].min() == value >= MIN_GROUP_SCORE
     assert e[slash].max() < MIN_GROUP_SCORE
-    n_tested = sum(1 for m in ev_members(titles).values() if len(m) >= 3)
+    n_tested = sum(1 for m in fragment_index(titles).values() if len(m) >= 3)
     plain = value + ev.correction[True] - np.log10(n_tested * len(TAIL_SHARES))
     assert plain < MIN_GROUP_SCORE  # one budget for all fragments: the family would be missed
 
@@ -380,11 +381,3 @@ def test_a_clean_reference_never_adds_evidence():
     ref_own = np.full(len(reference), 0.05)
     e = CatalogEvidence(titles, own, reference=(reference, ref_own)).evidence(titles)
     assert e[y == 1].min() >= MIN_GROUP_SCORE and e[-4:].max() == 0.0
-
-
-def ev_members(titles: list[str]) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = {}
-    for i, t in enumerate(titles):
-        for f in fragments(t):
-            out.setdefault(f, set()).add(i)
-    return out

@@ -12,7 +12,12 @@ from recbackdoor.defense.pscanner.agent import (
     mixed_proposals,
     parse_agent_output,
 )
-from recbackdoor.defense.pscanner.evidence import CatalogEvidence, combine, fragments
+from recbackdoor.defense.pscanner.evidence import (
+    CatalogEvidence,
+    combine,
+    fragment_index,
+    fragments,
+)
 from recbackdoor.defense.pscanner.rule_triggers import natural_edit, rule_triggers
 from recbackdoor.defense.pscanner.synth import (
     attack_default_triggers,
@@ -186,9 +191,9 @@ def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
     ev = CatalogEvidence(titles, own, min_count=3)
     e = ev.evidence(titles)
     # the reference: every fragment held by >= 3 titles is tested, at every cut
-    tested = [f for f, m in ev_members(titles).items() if len(m) >= 3]
+    tested = [f for f, m in fragment_index(titles).items() if len(m) >= 3]
     n_shape = sum(1 for f in tested if f.startswith(SHAPE_KINDS))
-    assert ev_members(titles)["sw$aa"] == ev_members(titles)["w:cf"]  # the same 11 titles
+    assert fragment_index(titles)["sw$aa"] == fragment_index(titles)["w:cf"]  # the same 11 titles
     best = 0.0
     for c in TAIL_SHARES:
         hot = own >= np.quantile(own, 1 - c)
@@ -207,14 +212,6 @@ def test_evidence_is_the_corrected_binomial_significance_of_a_shared_fragment():
     assert (comb >= 0.5).tolist() == y.astype(bool).tolist()
     assert (combine(own, e, "max", t_own=0.9, t_group=MIN_GROUP_SCORE) >= 0.5).sum() == y.sum() + 1  # own channel
     assert np.array_equal(combine(own, e, "off"), own)
-
-
-def ev_members(titles: list[str]) -> dict[str, set[int]]:
-    out: dict[str, set[int]] = {}
-    for i, t in enumerate(titles):
-        for f in fragments(t):
-            out.setdefault(f, set()).add(i)
-    return out
 
 
 def test_evidence_reads_alike_at_any_catalog_size():

@@ -38,8 +38,8 @@ its rate stays the catalog's.
 
 Groups explain titles greedily: the most significant group claims its titles, and every other
 group is re-scored on the titles still unclaimed (a repeated text significant enough to flag
-goes before any shape: it is the more specific explanation). So a clean "Rock On" does not inherit the
-score of the reused sentence "... I listened to this on vinyl" through the word "on": those
+goes before any shape: it is the more specific explanation). So a clean "Rock On" does not
+inherit the score of the reused sentence "... I listened to this on vinyl" through "on": those
 titles were already claimed by the sentence. A group claims only those of its titles that
 the scanner does not find clearly clean (per-title score in the catalog's top ``CLAIM_SHARE``),
 so a clean title that merely shares a common word with the poison keeps its own verdict. A
@@ -124,6 +124,15 @@ def fragments(title: str, max_n: int = 3) -> set[str]:
     return out
 
 
+def fragment_index(titles: Sequence[str]) -> dict[str, list[int]]:
+    """Every fragment of ``titles`` -> the positions of the titles that hold it."""
+    index: dict[str, list[int]] = defaultdict(list)
+    for i, t in enumerate(titles):
+        for f in fragments(str(t)):
+            index[f].append(i)
+    return dict(index)
+
+
 def _number(word: str) -> bool:
     """A sequel number, year or edition ("2", "(1995)", "#3"). Numbers are the commonest
     content titles share ("Arma 2", "Anomaly 2"), and a scanner's suspicion follows digits:
@@ -199,12 +208,8 @@ class CatalogEvidence:
             raise ValueError(f"tail shares must be in (0, 1), got {list(tail_shares)}")
         self.titles = [str(t) for t in titles]
         self.index = {t: i for i, t in reversed(list(enumerate(self.titles)))}
-        members: dict[str, list[int]] = defaultdict(list)
-        for i, t in enumerate(self.titles):
-            for f in fragments(t):
-                members[f].append(i)
         cap = max(min_count, int(max_share * len(titles)))
-        tested = {f: np.asarray(idx) for f, idx in members.items() if min_count <= len(idx) <= cap}
+        tested = {f: np.asarray(idx) for f, idx in fragment_index(self.titles).items() if min_count <= len(idx) <= cap}
         n_all = max(len(own), 1)
         # one 0/1 row per cut; the chance rate of each kept off 0 and 1 so every tail is finite
         cuts = [float(np.quantile(own, 1.0 - c)) for c in tail_shares] if len(own) else []
@@ -224,13 +229,13 @@ class CatalogEvidence:
             best = max((tail.neg_log10(int(k), n, float(p)) for k, p in zip(ks, p_f, strict=True) if k > n * p), default=0.0)
             return best - self.correction[f.startswith(SHAPE_KINDS)]
 
-        self.members: dict[str, tuple[int, ...]] = {}
         def key(f: str, v: float) -> tuple[int, float, int, str]:
             """Greedy order: a repeated text significant enough to flag (``MIN_GROUP_SCORE``)
             explains its titles before any shape does (fixed ``cf`` on LastFM: the shape
             ``sw$aa`` also holds the clean "Rie fu"); then by significance."""
             return (0 if v >= MIN_GROUP_SCORE and not f.startswith(SHAPE_KINDS) else 1, -v, -len(f), f)
 
+        self.members: dict[str, tuple[int, ...]] = {}
         heap: list[tuple[int, float, int, str]] = []
         for f, idx in tested.items():
             v = value(f, idx)
@@ -270,10 +275,7 @@ class CatalogEvidence:
         ref_scores = np.asarray(ref_scores, dtype=float)
         if len(ref_scores) != len(ref_titles):
             raise ValueError("one reference score per reference title is needed")
-        ref_members: dict[str, list[int]] = defaultdict(list)
-        for i, t in enumerate(ref_titles):
-            for f in fragments(str(t)):
-                ref_members[f].append(i)
+        ref_members = fragment_index(ref_titles)
         ref_hot = np.array([ref_scores >= cut for cut in cuts], dtype=bool).reshape(len(cuts), len(ref_scores))
         lo, hi = 1.0 / (n_all + 1), n_all / (n_all + 1)
 

@@ -166,7 +166,6 @@ def grpo_train(
     ``seed``; the caller's random state, the tokenizer's padding side and the base model's
     forward are restored; the model ends in eval mode with "default" active.
     """
-
     if len(prompts) != len(labels):
         raise ValueError(f"{len(prompts)} prompts but {len(labels)} labels")
     if "default" not in getattr(model, "peft_config", {}):
