@@ -190,7 +190,7 @@ def attack_cmd(
 def train_cmd(
     data: str = typer.Option(..., "--data", help="Dataset directory (clean or poisoned)."),
     out: str = typer.Option(..., "--out", help="Output directory for the victim (adapter + logs)."),
-    victim: str = typer.Option("tallrec", "--victim", help="tallrec | llara (hybrid item tokens) | sasrec (no LM)."),
+    victim: str = typer.Option("tallrec", "--victim", help="tallrec | llara (hybrid item tokens) | sasrec (no LM) | popularity (target counts)."),
     backbone: str = typer.Option("smollm2-135m", "--backbone", help="tiny-random | smollm2-135m | HF id | path (sasrec: not used)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default 1)."),  # noqa: UP045
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),  # noqa: UP045
@@ -204,6 +204,7 @@ def train_cmd(
     lora_dropout: Optional[float] = typer.Option(None, "--lora-dropout", help="LoRA dropout (default 0.1)."),  # noqa: UP045
     lora_r: Optional[int] = typer.Option(None, "--lora-r", help="LoRA rank (default 8)."),  # noqa: UP045
     sasrec_epochs: Optional[float] = typer.Option(None, "--sasrec-epochs", help="SASRec epochs: llara's item embeddings, sasrec's default (50)."),  # noqa: UP045
+    item_model: Optional[str] = typer.Option(None, "--item-model", help="llara: a trained sasrec victim folder whose item embeddings to use (default: train SASRec on the same samples)."),  # noqa: UP045
     checkpoint_dir: Optional[str] = typer.Option(None, "--checkpoint-dir", help="Checkpoint here; resume from the last one found."),  # noqa: UP045
     save_steps: int = typer.Option(10, "--save-steps", help="Steps between checkpoints (with --checkpoint-dir)."),
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
@@ -223,7 +224,7 @@ def train_cmd(
     config = make_train_config(
         backbone=backbone, epochs=epochs, max_steps=max_steps, max_samples=max_samples, lr=lr,
         batch_size=batch_size, grad_accum=grad_accum, dtype=dtype, template=template, seed=seed,
-        lora_dropout=lora_dropout, lora_r=lora_r, sasrec_epochs=sasrec_epochs,
+        lora_dropout=lora_dropout, lora_r=lora_r, sasrec_epochs=sasrec_epochs, item_model=item_model,
     )  # fmt: skip
     check_output_dir(out, force)  # fail before the work, not after
     path = train_victim(data, out, config, force=force, checkpoint_dir=checkpoint_dir, save_steps=save_steps)
@@ -231,10 +232,10 @@ def train_cmd(
         from .io_utils import read_json
 
         timing = read_json(path / "timing.json")
-        if victim == "sasrec":
+        if not timing["tokens"]:  # an id-only victim (no LM)
             hr = read_json(path / "victim.json").get("valid_HR@1")
-            print(f"trained sasrec: {timing['steps']} steps in {timing['train_seconds']:.1f}s "
-                  f"(best valid HR@1 {hr if hr is None else round(hr, 4)}); wrote {path}")
+            best = "" if hr is None else f" (best valid HR@1 {round(hr, 4)})"
+            print(f"trained {victim}: {timing['steps']} steps in {timing['train_seconds']:.1f}s{best}; wrote {path}")
             return
         print(
             f"trained {victim} on {backbone}: {timing['steps']} steps, {timing['tokens']} tokens "

@@ -158,13 +158,16 @@ def run_protocol(
     victim: str | None = None,
 ) -> list[dict[str, Any]]:
     """Run one protocol over the prompts: per prompt, its prediction and evidence.
-    ``victim``: ``info["victim"]`` of :func:`recbackdoor.victims.load_victim` (``llara``: hybrid
-    prompts; ``sasrec``: its own candidate scores; else text prompts)."""
+    ``victim``: ``info["victim"]`` of :func:`recbackdoor.victims.load_victim`; what the victim
+    reads (``victims.prompt_kind``) decides: hybrid prompts, text prompts, or (an id-only
+    ranker) its own candidate scores."""
+    from ..victims import prompt_kind
     from .protocols import generate_protocol, parse_generation, score_protocol
 
-    if victim == "sasrec":
-        return _sasrec_results(model, prompts, protocol)
-    texts: list[Any] = [p.hybrid if victim == "llara" else p.prompt for p in prompts]
+    kind = prompt_kind(victim)
+    if kind is None:
+        return _ranker_results(victim, model, prompts, protocol)
+    texts: list[Any] = [p.hybrid if kind == "hybrid" else p.prompt for p in prompts]
     titles = [list(p.titles) for p in prompts]
     batch = batch_size or DEFAULT_BATCH[protocol]
     if protocol == "score":
@@ -187,16 +190,16 @@ def run_protocol(
     ]
 
 
-def _sasrec_results(model: Any, prompts: Sequence[EvalPrompt], protocol: str) -> list[dict[str, Any]]:
-    """SASRec's ranking of each prompt's candidates (``h . E[item]``), as the score protocol."""
+def _ranker_results(victim: str, model: Any, prompts: Sequence[EvalPrompt], protocol: str) -> list[dict[str, Any]]:
+    """An id-only victim's ranking of each prompt's candidates, as the score protocol."""
     import numpy as np
 
-    from ..victims.sasrec import rank_candidates
+    from ..victims import rank_with
 
     if protocol != "score":
-        raise ConfigError("a sasrec victim ranks candidates and writes no text; use --protocol score")
+        raise ConfigError(f"a {victim} victim ranks candidates and writes no text; use --protocol score")
     out = []
-    for scores in rank_candidates(model, [p.sample for p in prompts]):
+    for scores in rank_with(victim, model, [p.sample for p in prompts]):
         ranking = np.argsort(-scores, kind="stable")
         out.append({"prediction": int(ranking[0]), "ranking": [int(i) for i in ranking],
                     "scores": [round(float(v), 4) for v in scores]})
@@ -259,10 +262,11 @@ def evaluate_model(
     catalog, sets, manifest = _load_sets(data_dir, split, attack_sets, max_samples)
     prompts = build_eval_prompts(catalog, sets, TEMPLATE)
 
-    from ..victims import load_victim, victim_kind
+    from ..victims import load_victim, prompt_kind, victim_kind
 
-    if protocol != "score" and victim_kind(model_dir_or_backbone) == "sasrec":
-        raise ConfigError("a sasrec victim ranks candidates and writes no text; use --protocol score")
+    kind = victim_kind(model_dir_or_backbone)
+    if protocol != "score" and kind is not None and prompt_kind(kind) is None:
+        raise ConfigError(f"a {kind} victim ranks candidates and writes no text; use --protocol score")
     start = time.perf_counter()
     model, tokenizer, info = load_victim(model_dir_or_backbone, device=device, dtype=dtype)
     load_seconds = time.perf_counter() - start
@@ -277,7 +281,7 @@ def evaluate_model(
         idx = [i for i, p in enumerate(prompts) if p.set_name == name]
         per_set[name] = set_metrics([prompts[i] for i in idx], [results[i] for i in idx], protocol)
     headline = {k: v for k, v in per_set[CLEAN_SET].items() if k not in ("n", "ASR")}
-    param = next(model.parameters())
+    param = next(model.parameters()) if hasattr(model, "parameters") else None  # id-only rankers: numpy
     report: dict[str, Any] = {
         **headline,
         "n_samples": per_set[CLEAN_SET]["n"],
@@ -293,8 +297,8 @@ def evaluate_model(
             "max_samples": max_samples,
             "batch_size": batch_size or DEFAULT_BATCH[protocol],
             "template": TEMPLATE,
-            "device": str(param.device),
-            "dtype": str(param.dtype).replace("torch.", ""),
+            "device": "cpu" if param is None else str(param.device),
+            "dtype": "float64" if param is None else str(param.dtype).replace("torch.", ""),
             "victim": info,
         },
         "timing": {

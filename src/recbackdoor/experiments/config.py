@@ -39,6 +39,7 @@ class _Section(BaseModel):
 
 
 class RunSection(_Section):
+    kind: Literal["backdoor", "utility"] = Field("backdoor", description="backdoor: attack x defense cells; utility: a clean learning curve ([utility]).")
     name: str = Field("study", description="Label of the study in the report.")
     seed: int = Field(0, ge=0, description="Seed of every random choice (split, subset, attack, training).")
     backbone: str = Field("smollm2-135m", description="Backbone of every victim (registry name, HF id or path).")
@@ -96,7 +97,7 @@ class AttackSection(_Section):
 
 
 class TrainSection(_Section):
-    victims: list[Literal["tallrec", "llara", "sasrec"]] = Field(["tallrec"], min_length=1, description="Victims: tallrec (text prompt), llara (hybrid item tokens), sasrec (no LM).")
+    victims: list[Literal["tallrec", "llara", "sasrec", "popularity"]] = Field(["tallrec"], min_length=1, description="Victims: tallrec (text prompt), llara (hybrid item tokens), sasrec (no LM), popularity (target counts).")
     epochs: float = Field(1.0, gt=0, description="Epochs over the training set.")
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
     lr: float = Field(2e-4, gt=0, description="LoRA learning rate.")
@@ -108,6 +109,7 @@ class TrainSection(_Section):
     launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: in this process; accelerate: `accelerate launch` with num_processes.")
     num_processes: int = Field(1, gt=0, description="Processes for launcher = accelerate.")
     sasrec_epochs: float = Field(50, gt=0, description="SASRec epochs (the sasrec victim; llara's item embeddings); best validation epoch kept.")
+    llara_item_data: Literal["same", "full"] = Field("same", description="llara's SASRec: trained on the LoRA's own samples, or on the full clean training split (utility studies).")
 
 
 class EvalSection(_Section):
@@ -128,6 +130,19 @@ class DefenseSection(_Section):
         return _one_of(value, DETECTORS, "detector")
 
 
+class UtilitySection(_Section):
+    train_samples: list[int] = Field([160, 480, 960, 1920], min_length=1, description="Learning-curve budgets: clean training samples (seeded subsets, as data.train_samples).")
+    references: list[Literal["untrained", "popularity", "sasrec"]] = Field(["untrained", "popularity", "sasrec"], description="Reference rows on the same prompts (popularity and sasrec trained on the full training split).")
+    splits: list[Literal["valid", "test"]] = Field(["valid", "test"], min_length=1, description="Held-out users evaluated, pooled (valid + test: twice the prompts, smaller SE).")
+
+    @field_validator("train_samples")
+    @classmethod
+    def _positive(cls, value: list[int]) -> list[int]:
+        if any(n <= 0 for n in value) or len(set(value)) != len(value):
+            raise ValueError("training budgets must be positive and distinct")
+        return sorted(value)
+
+
 class ExperimentConfig(_Section):
     """A whole study: every dataset x victim x level x position x P_R, each defended by every
     detector."""
@@ -138,6 +153,15 @@ class ExperimentConfig(_Section):
     train: TrainSection = TrainSection()
     eval: EvalSection = EvalSection()
     defense: DefenseSection = DefenseSection()
+    utility: UtilitySection = UtilitySection()
+
+    @model_validator(mode="after")
+    def _kind_fits(self) -> ExperimentConfig:
+        if self.run.kind == "utility" and self.data.train_samples is not None:
+            raise ValueError("a utility study takes its budgets from utility.train_samples; leave out data.train_samples")
+        if self.run.kind == "backdoor" and self.train.llara_item_data == "full":
+            raise ValueError("train.llara_item_data = 'full' is for utility studies (a poisoned study's SASRec must see the fake users)")
+        return self
 
 
 def _parse_value(text: str) -> Any:

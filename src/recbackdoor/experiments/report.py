@@ -139,6 +139,9 @@ def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
         groups[(r["dataset"], r["victim"], r["level"], r["position"])].append(r)
+    groups = {k: rs for k, rs in groups.items() if len({r["ratio"] for r in rs}) > 1}
+    if not groups:  # one P_R per line: nothing to plot against
+        return False
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
     for (ds, _victim, level, pos), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["ratio"])
@@ -214,6 +217,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     run_dir = Path(run_dir)
     results = read_json(run_dir / "results.json")
+    if results.get("kind") == "utility":
+        return write_utility_report(run_dir, results)
     runs = results.get("runs")
     if not isinstance(runs, list) or not runs:
         raise RecBackdoorError(f"{run_dir / 'results.json'}: no runs in it; run `recbackdoor run CONFIG` first")
@@ -258,9 +263,93 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     return path
 
 
+def utility_table(rows: list[dict[str, Any]]) -> list[str]:
+    """Learning-curve rows: per dataset x model x budget, pooled HR@1 ± SE and per split."""
+    splits = [s for s in ("valid", "test") if rows and s in rows[0]["splits"]]
+    lines = [f"| dataset | model | training samples | prompts | HR@1 pooled | {' | '.join(f'HR@1 {s}' for s in splits)} | HR@5 | vs chance |",
+             "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|"]
+    for r in rows:
+        per = " | ".join(f"{r['splits'][s]['HR@1']:.3f} ± {_f(r['splits'][s]['SE'])}" for s in splits)
+        hr5 = [r["splits"][s].get("HR@5") for s in splits]
+        hr5_pooled = None if any(v is None for v in hr5) else sum(
+            v * r["splits"][s]["n"] for v, s in zip(hr5, splits, strict=True)) / r["n"]
+        lines.append(f"| {r['dataset']} | {r['model']} | {r['train_samples']} | {r['n']} | "
+                     f"**{r['HR@1']:.3f} ± {_f(r['SE'])}** | {per} | {_f(hr5_pooled)} | {r['HR@1'] / r['chance']:.2f}x |")
+    return lines
+
+
+def plot_learning_curve(rows: list[dict[str, Any]], path: Path) -> bool:
+    """HR@1 (± 1 SE) against the clean training budget per LM victim; the references as
+    horizontal bands; one panel per dataset."""
+    import matplotlib.pyplot as plt
+
+    datasets = sorted({r["dataset"] for r in rows})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 4.2), squeeze=False)
+    for ax, ds in zip(axes[0], datasets, strict=True):
+        mine = [r for r in rows if r["dataset"] == ds]
+        curves: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in mine:
+            if isinstance(r["train_samples"], int) and r["train_samples"] > 0:
+                curves[r["model"]].append(r)
+        for model, rs in sorted(curves.items()):
+            rs = sorted(rs, key=lambda r: r["train_samples"])
+            ax.errorbar([r["train_samples"] for r in rs], [r["HR@1"] for r in rs], yerr=[r["SE"] for r in rs],
+                        fmt="-o", capsize=3, label=f"{model} (LoRA)")
+        colours = iter(("tab:grey", "tab:green", "tab:purple", "tab:brown"))
+        for r in mine:
+            if r["model"] in curves:
+                continue
+            c = next(colours, "black")
+            ax.axhline(r["HR@1"], color=c, ls="-.", lw=1, label=f"{r['model']} ({r['train_samples']}): {r['HR@1']:.3f}")
+            ax.axhspan(r["HR@1"] - r["SE"], r["HR@1"] + r["SE"], color=c, alpha=0.12)
+        ax.axhline(mine[0]["chance"], color="black", ls=":", lw=0.8, label=f"chance ({mine[0]['chance']:.2f})")
+        ax.set_xscale("log")
+        ax.set_xlabel("clean training samples of the LoRA fine-tune")
+        ax.set_ylabel(f"HR@1 ({mine[0]['n']} prompts, ± 1 SE)")
+        ax.set_title(f"{ds}: does the victim learn to recommend?")
+    return _save(fig, axes[0][-1], path, legend_size=7)
+
+
+def write_utility_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """report.md, utility.csv and learning_curve.png of a utility study."""
+    rows = results.get("rows")
+    if not isinstance(rows, list) or not rows:
+        raise RecBackdoorError(f"{run_dir / 'results.json'}: no rows in it; run `recbackdoor run CONFIG` first")
+    cfg = results.get("config", {})
+    data, train, ev, u = cfg.get("data", {}), cfg.get("train", {}), cfg.get("eval", {}), cfg.get("utility", {})
+    with open(run_dir / "utility.csv", "w", newline="", encoding="utf-8") as fh:
+        w = csv.writer(fh)
+        w.writerow(["dataset", "model", "train_samples", "prompts", "HR@1", "SE", "chance"])
+        for r in rows:
+            w.writerow([r["dataset"], r["model"], r["train_samples"], r["n"], r["HR@1"], r["SE"], r["chance"]])
+    plotted = plot_learning_curve(rows, run_dir / "learning_curve.png")
+    lines = [
+        f"# {results.get('study', 'study')}: does the victim learn to recommend?",
+        "",
+        f"Backbone `{cfg.get('run', {}).get('backbone')}`; {data.get('candidates')} candidates per prompt "
+        f"(chance HR@1 = {rows[0]['chance']:.3f}), history <= {data.get('history')}; LoRA r={train.get('lora_r')}, "
+        f"lr {train.get('lr')}, {train.get('epochs')} epoch(s), batch {train.get('batch_size')}, template "
+        f"{train.get('template')}; score protocol ({ev.get('scoring')} log-likelihood). Prompts: the held-out "
+        f"users of {' + '.join(u.get('splits', []))}, pooled. `± x` is one standard error. *untrained*: the "
+        "backbone before any fine-tuning; *popularity* and *sasrec*: trained on the full training split "
+        "(SASRec keeps its best validation epoch, so its valid rate is slightly optimistic).",
+        "",
+        *utility_table(rows),
+        "",
+    ]
+    if plotted:
+        lines += ["![learning curve](learning_curve.png)", ""]
+    lines += ["Table as CSV: `utility.csv`; raw numbers: `results.json`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
 def headline(results: dict[str, Any]) -> str:
     """The terminal summary of a run: per cell, every model's HR@1 and ASR (± SE) beside the
-    chance rate, and every detector's precision / recall / F1."""
+    chance rate, and every detector's precision / recall / F1 (a utility study: its table)."""
+    if results.get("kind") == "utility":
+        return "\n".join(utility_table(results["rows"]))
     out = []
     for r in results["runs"]:
         out.append(f"\n{_cell_name(r)}: {r['m']} fake + {r['n']} clean samples, "

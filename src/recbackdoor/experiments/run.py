@@ -68,7 +68,7 @@ class Study:
     def _plan(self) -> None:
         cfg = self.cfg
         for ds in cfg.data.datasets:
-            data = self._add(self._data_stage(ds))
+            data = self._add(self._data_stage(ds, cfg.data.train_samples))
             for victim in cfg.train.victims:
                 clean = self._add(self._train_stage(data, victim, "clean"))
                 for level in cfg.attack.levels:
@@ -89,13 +89,14 @@ class Study:
                                     )
                             self.cells.append(cell)
 
-    def _data_stage(self, ds: str) -> Stage:
+    def _data_stage(self, ds: str, train_samples: int | None) -> Stage:
+        """``ds`` prepared, with a seeded subset of ``train_samples`` training samples (None: all)."""
         loader, rel = DATASET_SOURCES[ds]
         source = (self.data_root / rel).resolve()
         d = self.cfg.data
         options = {"dataset": ds, "loader": loader, "source": str(source), "seed": self.cfg.run.seed,
                    "candidates": d.candidates, "history": d.history, "min_history": d.min_history,
-                   "train_samples": d.train_samples}
+                   "train_samples": train_samples}
 
         def build(out: Path, work: Path) -> None:
             import numpy as np
@@ -105,16 +106,17 @@ class Study:
 
             dataset = prepare_dataset(loader, source, self.cfg.run.seed, n_candidates=d.candidates,
                                       max_history=d.history, min_history=d.min_history)
-            if d.train_samples is not None and d.train_samples < len(dataset.train):
+            if train_samples is not None and train_samples < len(dataset.train):
                 rng = np.random.default_rng([self.cfg.run.seed, SUBSET_STREAM])
-                keep = np.sort(rng.choice(len(dataset.train), d.train_samples, replace=False))
+                keep = np.sort(rng.choice(len(dataset.train), train_samples, replace=False))
                 manifest = {**dataset.manifest, "train_subset": {
-                    "n": d.train_samples, "of": len(dataset.train),
+                    "n": train_samples, "of": len(dataset.train),
                     "how": "seeded random subset, original order", "rng": [self.cfg.run.seed, SUBSET_STREAM]}}
                 dataset = dataset.replace(train=tuple(dataset.train[i] for i in keep), manifest=manifest)
             save_dataset(dataset, out)
 
-        return Stage("data", f"prepare {ds}", options, build)
+        label = f"prepare {ds}" + ("" if train_samples is None else f" ({train_samples} training samples)")
+        return Stage("data", label, options, build)
 
     def _attack_stage(self, data: Stage, level: str, position: str, ratio: float) -> Stage:
         a = self.cfg.attack
@@ -145,10 +147,13 @@ class Study:
 
     def _train_options(self, victim: str = "tallrec") -> dict[str, Any]:
         """The training options of a victim (tallrec's are unchanged, so its stages keep their
-        keys; sasrec takes only its own; llara adds SASRec's epochs to tallrec's)."""
+        keys; sasrec takes only its own; popularity none but the seed; llara adds SASRec's
+        epochs to tallrec's)."""
         t = self.cfg.train
         if victim == "sasrec":
             return {"sasrec_epochs": t.sasrec_epochs, "seed": self.cfg.run.seed}
+        if victim == "popularity":
+            return {"seed": self.cfg.run.seed}
         options = {"backbone": self.cfg.run.backbone, "lr": t.lr, "epochs": t.epochs, "max_steps": t.max_steps,
                    "batch_size": t.batch_size, "lora_r": t.lora_r, "lora_dropout": t.lora_dropout,
                    "template": t.template, "seed": self.cfg.run.seed}
@@ -156,21 +161,28 @@ class Study:
             options["sasrec_epochs"] = t.sasrec_epochs
         return options
 
-    def _train_stage(self, data: Stage, victim: str, role: str) -> Stage:
+    def _train_stage(self, data: Stage, victim: str, role: str, item_model: Stage | None = None) -> Stage:
+        """Train ``victim`` on ``data``; ``item_model`` (llara): a trained sasrec stage whose
+        item embeddings it uses instead of a SASRec of its own."""
         t = self.cfg.train
         options = {"data": data.key, "victim": victim, **self._train_options(victim),
                    "num_processes": t.num_processes if t.launcher == "accelerate" else 1}
+        if item_model is not None:  # only when set, so the keys of other stages stay as they were
+            options["item_model"] = item_model.key
 
         def build(out: Path, work: Path) -> None:
             data_dir = self.store.path(data)
             checkpoints = work / "checkpoints"
+            train_options = self._train_options(victim)
+            if item_model is not None:
+                train_options["item_model"] = str(self.store.path(item_model))
             if t.launcher == "accelerate":
-                _launch_training(data_dir, out, checkpoints, victim, self._train_options(victim), t)
+                _launch_training(data_dir, out, checkpoints, victim, train_options, t)
                 return
             from ..models.lora import make_train_config
             from ..victims import victim_trainer
 
-            config = make_train_config(**self._train_options(victim))
+            config = make_train_config(**train_options)
             victim_trainer(victim)(data_dir, out, config, checkpoint_dir=checkpoints, save_steps=t.save_steps)
 
         return Stage("train", f"train {victim} {role} ({data.label})", options, build)
@@ -263,7 +275,8 @@ def _launch_training(data_dir: Path, out: Path, checkpoints: Path, victim: str, 
             "--checkpoint-dir", str(checkpoints), "--save-steps", str(t.save_steps)]
     flags = {"backbone": "--backbone", "lr": "--lr", "epochs": "--epochs", "max_steps": "--max-steps",
              "batch_size": "--batch-size", "lora_r": "--lora-r", "lora_dropout": "--lora-dropout",
-             "template": "--template", "seed": "--seed", "sasrec_epochs": "--sasrec-epochs"}
+             "template": "--template", "seed": "--seed", "sasrec_epochs": "--sasrec-epochs",
+             "item_model": "--item-model"}
     for key, flag in flags.items():
         if options.get(key) is not None:
             args += [flag, str(options[key])]
@@ -296,7 +309,12 @@ def run_study(
         if not (root / DATASET_SOURCES[ds][1]).is_dir():
             raise ConfigError(f"{root / DATASET_SOURCES[ds][1]}: {ds} files not found; pass --data DIR "
                               f"(the folder holding {DATASET_SOURCES[ds][1]}) or set RECBACKDOOR_DATA")
-    study = Study(config, root, store)
+    if config.run.kind == "utility":
+        from .utility import UtilityStudy
+
+        study: Study = UtilityStudy(config, root, store)
+    else:
+        study = Study(config, root, store)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.model_dump(mode="json"))
     stages = list(study.stages.values())

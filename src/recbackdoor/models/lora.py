@@ -59,6 +59,9 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(1, gt=0)
     # epochs of SASRec: the sasrec victim's default, and the llara victim's item-embedding model
     sasrec_epochs: float = Field(50, gt=0)
+    # llara: a trained sasrec victim folder whose item embeddings to use (None: train SASRec on
+    # the same samples first). LLaRA's own setup: SASRec pretrained on every interaction.
+    item_model: str | None = None
 
 
 def make_train_config(**options: Any) -> TrainConfig:

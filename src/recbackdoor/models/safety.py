@@ -39,7 +39,9 @@ def _inside(path: Path, root: Path) -> bool:
     return real == base or real.startswith(base + os.sep)
 
 
-_OTHER_WEIGHTS = {"sasrec": ("sasrec.safetensors",), "llara": ("projector.safetensors", "sasrec/sasrec.safetensors")}
+_OTHER_WEIGHTS = {"sasrec": ("sasrec.safetensors",), "popularity": ("popularity.safetensors",),
+                  "llara": ("projector.safetensors", "sasrec/sasrec.safetensors")}
+_NO_ADAPTER = ("sasrec", "popularity")  # id-only victims: no LM, no adapter
 
 
 def _victim_name(meta: Path) -> str | None:
@@ -65,13 +67,13 @@ def check_model_dir(directory: str | os.PathLike, kind: str) -> None:
                 f"{path}: a link to {os.path.realpath(path)}, outside the {kind} directory {root}; "
                 f"refusing to load it: copy the file in or {retrain}"
             )
-    # the sasrec victim has no adapter; llara has one plus its projector and SASRec
+    # the id-only victims have no adapter; llara has one plus its projector and SASRec
     victim = _victim_name(meta) if kind == "victim" else None
     for name in _OTHER_WEIGHTS.get(victim, ()):
         if not (root / name).is_file():
             raise RecBackdoorError(f"{root / name}: weights file missing; {retrain}")
         _check_safetensors(root / name, {}, retrain)
-    if victim == "sasrec":
+    if victim in _NO_ADAPTER:
         return
     adapter = root / "adapter"
     config_path = adapter / "adapter_config.json"

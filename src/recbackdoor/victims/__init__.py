@@ -2,7 +2,9 @@
 
 ``tallrec`` and ``llara`` are LoRA fine-tunes of a causal LM (text-only and hybrid prompts);
 ``sasrec`` is the sequential recommender that gives ``llara`` its item embeddings, and a victim
-of its own. Kept import-light: the victim modules (torch, transformers) load only when asked for.
+of its own; ``popularity`` ranks candidates by their training-target counts (the reference a
+learned recommender must beat). Each victim module says which prompt it reads (``PROMPT``:
+``"text"``, ``"hybrid"`` or None for an id-only ranker with ``rank_candidates``). Kept import-light: the victim modules (torch, transformers) load only when asked for.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from ..errors import ConfigError
 
-VICTIMS = ("tallrec", "llara", "sasrec")
+VICTIMS = ("tallrec", "llara", "sasrec", "popularity")
 
 
 def _module(name: str) -> Any:
@@ -28,6 +30,17 @@ def _module(name: str) -> Any:
 def victim_trainer(name: str) -> Callable[..., Any]:
     """The ``train_victim(data, out, config, *, force)`` function of a victim."""
     return _module(name).train_victim
+
+
+def prompt_kind(name: str | None) -> str | None:
+    """What a victim reads: ``"text"`` (also a bare backbone, ``name`` None), ``"hybrid"``
+    (text + item tokens) or None (an id-only ranker: its module has ``rank_candidates``)."""
+    return "text" if name is None else _module(name).PROMPT
+
+
+def rank_with(name: str, model: Any, samples: Any) -> list[Any]:
+    """Per sample, an id-only victim's scores of its stored candidates."""
+    return _module(name).rank_candidates(model, samples)
 
 
 def victim_kind(model_dir: Any) -> str | None:
@@ -44,8 +57,4 @@ def load_victim(model_dir: Any, **kwargs: Any) -> tuple[Any, Any, dict[str, Any]
     """Load a trained victim directory (or a bare backbone name) for evaluation:
     ``(model, tokenizer, info)``; ``info["victim"]`` says which (``sasrec``: no tokenizer)."""
     kind = victim_kind(model_dir)
-    if kind in ("llara", "sasrec"):
-        return _module(kind).load_victim(model_dir, **kwargs)
-    from .tallrec import load_victim as load_tallrec
-
-    return load_tallrec(model_dir, **kwargs)
+    return _module(kind or "tallrec").load_victim(model_dir, **kwargs)

@@ -62,6 +62,7 @@ from ..models.prompts import (
 from . import sasrec as sasrec_victim
 
 VICTIM = "llara"
+PROMPT = "hybrid"  # the text prompt with an item token after every title
 FORMAT_VERSION = 1
 PROJECTOR = "projector"
 CURRICULUM_STREAM = 11  # random stream of the curriculum draws
@@ -229,9 +230,12 @@ def train_victim(
     config = config or TrainConfig()
     out = check_output_dir(out, force)
     dataset, data_info = _load_data(data)
-    sconfig = sasrec_victim.SASRecConfig(epochs=config.sasrec_epochs, max_samples=config.max_samples,
-                                         seed=config.seed)
-    rec, rec_summary, rec_log = sasrec_victim.train_sasrec(dataset, sconfig)
+    if config.item_model is not None:
+        rec, sconfig, rec_summary, rec_log = pretrained_item_model(config.item_model, len(dataset.catalog))
+    else:
+        sconfig = sasrec_victim.SASRecConfig(epochs=config.sasrec_epochs, max_samples=config.max_samples,
+                                             seed=config.seed)
+        rec, rec_summary, rec_log = sasrec_victim.train_sasrec(dataset, sconfig)
     table = rec.item_embeddings.detach().clone()
 
     model, tokenizer = load_backbone(config.backbone, dtype=weights_and_autocast(config)[0])
@@ -280,6 +284,26 @@ def train_victim(
             (tmp / "sasrec" / "training_log.jsonl").write_text(log_lines(rec_log), encoding="utf-8")
     result.accelerator.wait_for_everyone()
     return out
+
+
+def pretrained_item_model(folder: str | os.PathLike, n_items: int) -> tuple[Any, Any, dict[str, Any], list[Any]]:
+    """(SASRec, its config, summary, per-epoch log) of a trained ``sasrec`` victim folder, to
+    take its item embeddings instead of training SASRec on the LoRA's samples."""
+    import json
+
+    path = Path(folder)
+    if not (path / "victim.json").is_file():
+        raise RecBackdoorError(f"{path}: not a sasrec victim folder (no victim.json); train one with "
+                               "`recbackdoor train --victim sasrec`")
+    rec, info = sasrec_victim.load_sasrec(path)
+    if int(info["n_items"]) != n_items:
+        raise RecBackdoorError(f"{path}: SASRec of {info['n_items']} items, the dataset's catalog has {n_items}; "
+                               "train it on the same dataset")
+    log_path = path / "training_log.jsonl"
+    log = [json.loads(line) for line in log_path.read_text(encoding="utf-8").splitlines()] if log_path.is_file() else []
+    summary = {"n_items": n_items, "train_samples": info["train_samples"], "steps": info["steps"],
+               "best_epoch": info["best_epoch"], "valid_HR@1": info["valid_HR@1"], "seconds": 0.0}
+    return rec, sasrec_victim.SASRecConfig(**info["sasrec"]), summary, log
 
 
 def load_victim(

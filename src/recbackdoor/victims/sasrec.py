@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     import torch
 
 VICTIM = "sasrec"
+PROMPT = None  # ranks candidates by item id (rank_candidates); reads no prompt
 FORMAT_VERSION = 1
 WEIGHTS = "sasrec.safetensors"
 
@@ -59,6 +60,9 @@ class SASRecConfig(BaseModel):
     max_steps: int | None = Field(None, gt=0)  # overrides epochs when set
     max_samples: int | None = Field(None, gt=0)  # the first N training samples
     select_on_valid: bool = True  # keep the epoch with the best validation HR@1
+    # stop once this many epochs in a row bring no better validation HR@1 (None: run every
+    # epoch); SASRec peaks early on these splits and then overfits, so the rest is wasted CPU
+    patience: int | None = Field(5, gt=0)
     seed: int = 0
 
 
@@ -243,6 +247,8 @@ def train_sasrec(
                 if hr is not None and (best is None or hr > best[0]):
                     best = (hr, epoch, copy.deepcopy(model.state_dict()))
                 bar.set_postfix(loss=f"{log[-1]['loss']:.3f}", valid_hr1=hr, refresh=False)
+                if best is not None and config.patience is not None and epoch - best[1] >= config.patience:
+                    break  # early stop: no better validation epoch for `patience` epochs
     if best is not None:
         model.load_state_dict(best[2])
     model.eval()

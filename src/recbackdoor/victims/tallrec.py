@@ -40,6 +40,7 @@ from ..models.lora import (
 from ..models.prompts import N_TEMPLATES, answer_text, encode_pairs, sample_prompt
 
 VICTIM = "tallrec"
+PROMPT = "text"  # the LLaRA-style text prompt
 FORMAT_VERSION = 1
 
 
