@@ -245,3 +245,30 @@ def test_report_names_a_trigger_family_by_its_size():
 
     assert _trigger({"trigger": "5v"}) == "`5v`"
     assert _trigger({"trigger": ["8o", "6e", "0q"]}) == "family of 3: `8o`, `6e`, ..."
+
+
+def _build_slowly(root: str, tag: str) -> str:
+    """Run one shared stage from a separate process (the concurrent-store test)."""
+    import time
+
+    def build(out: Path, work: Path) -> None:
+        with open(Path(root) / "builds.log", "a") as fh:
+            fh.write(tag + "\n")
+        out.mkdir()
+        for i in range(5):
+            time.sleep(0.05)
+            (out / f"part{i}").write_text(tag)
+
+    path, _ = StageStore(Path(root) / "stages").run(Stage("demo", "shared", {"a": 1}, build))
+    return "".join((path / f"part{i}").read_text() for i in range(5))
+
+
+def test_concurrent_studies_share_a_stage_store(tmp_path):
+    """Three processes asking for the same unfinished stage at once: one builds it, the others
+    wait for it and read the finished folder (before the lock two of three failed)."""
+    import multiprocessing
+
+    with multiprocessing.get_context("fork").Pool(3) as pool:
+        outputs = pool.starmap(_build_slowly, [(str(tmp_path), t) for t in "abc"])
+    builds = (tmp_path / "builds.log").read_text().split()
+    assert len(builds) == 1 and outputs == [builds[0] * 5] * 3

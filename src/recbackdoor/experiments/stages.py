@@ -15,7 +15,8 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,20 @@ from typing import Any
 from ..io_utils import read_json, write_json
 
 STAGE_JSON = "stage.json"
+
+
+@contextmanager
+def _exclusive(lock: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock`` (POSIX ``flock``; released when the process
+    dies, so a killed build never blocks a later run)."""
+    import fcntl
+
+    with open(lock, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def stage_key(options: dict[str, Any]) -> str:
@@ -64,11 +79,23 @@ class StageStore:
         return (self.path(stage) / STAGE_JSON).is_file()
 
     def run(self, stage: Stage) -> tuple[Path, bool]:
-        """Build the stage unless finished; returns (its folder, whether it ran now)."""
+        """Build the stage unless finished; returns (its folder, whether it ran now).
+
+        Several studies may share one store and start at once: the build holds an exclusive
+        lock on ``.lock-<name>``, so a stage another process is building is waited for and then
+        reused, never built twice or broken half-way."""
         final = self.path(stage)
         if self.done(stage):
             self.events.append((stage.name, "reused"))
             return final, False
+        self.root.mkdir(parents=True, exist_ok=True)
+        with _exclusive(self.root / f".lock-{stage.name}"):
+            if self.done(stage):  # finished by another process while this one waited
+                self.events.append((stage.name, "reused"))
+                return final, False
+            return self._build(stage, final)
+
+    def _build(self, stage: Stage, final: Path) -> tuple[Path, bool]:
         work = self.root / f".work-{stage.name}"
         work.mkdir(parents=True, exist_ok=True)
         out = work / "out"
