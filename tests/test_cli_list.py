@@ -8,7 +8,7 @@ from importlib import import_module
 from recbackdoor.cli import main, registered
 from recbackdoor.data.prepare import DATASET_DOMAINS, SOURCES
 from recbackdoor.defense.baselines import BASELINES
-from recbackdoor.defense.defend import METHODS
+from recbackdoor.defense.registry import detector_names
 from recbackdoor.models.backbones import BACKBONES
 from recbackdoor.victims import VICTIMS
 
@@ -16,7 +16,7 @@ from recbackdoor.victims import VICTIMS
 def test_list_shows_every_registered_name_with_a_description(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in [*DATASET_DOMAINS, *VICTIMS, *BACKBONES, *METHODS, "strip", "drop-target", "per-sample", "sentence"]:
+    for name in [*DATASET_DOMAINS, *VICTIMS, *BACKBONES, *detector_names("titles"), "strip", "drop-target", "per-sample", "sentence"]:
         assert f"  {name} " in out or out.count(f"  {name}\n"), name
     reg = registered()
     described = [k for k in reg if not k.startswith(("sanitize", "trigger positions", "target"))]
@@ -30,4 +30,4 @@ def test_every_registered_dataset_and_victim_has_its_module():
     for victim in VICTIMS:
         module = import_module(f"recbackdoor.victims.{victim}")
         assert callable(module.train_victim) and callable(module.load_victim), victim
-    assert set(METHODS) == {"pscanner", *BASELINES}
+    assert set(detector_names("titles")) == {"pscanner", *BASELINES}

@@ -140,8 +140,9 @@ def test_smoke_config_runs_the_whole_pipeline(smoke_run):
         assert det["recall"] == 1.0  # one reused trigger on every poisoned title
         assert run["m"] == 6 and run["n"] == 24  # P_R 0.2 of the 24-sample subset
         assert run["sanitize"]["stat"]["removed_samples"] >= run["m"]
-    for name in ("report.md", "models.csv", "detection.csv", "asr_vs_ratio.png", "defense.png"):
+    for name in ("report.md", "models.csv", "detection.csv", "defense.png"):
         assert (smoke_run / name).is_file(), name
+    assert not (smoke_run / "asr_vs_ratio.png").exists()  # one P_R per position: no line to draw
     report = (smoke_run / "report.md").read_text()
     assert "## Attack" in report and "## Defense" in report and "±" in report
 

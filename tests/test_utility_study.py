@@ -208,3 +208,14 @@ def test_asr_plot_needs_more_than_one_ratio(tmp_path):
     assert plot_asr_vs_ratio([{**run, "ratio": 0.2}], tmp_path / "one.png") is False
     assert not (tmp_path / "one.png").exists()
     assert plot_asr_vs_ratio([{**run, "ratio": 0.2}, {**run, "ratio": 0.05}], tmp_path / "two.png") is True
+
+
+def test_defense_only_at_the_given_ratios(tmp_path):
+    from recbackdoor.experiments.run import Study
+
+    path = tmp_path / "sweep.toml"
+    path.write_text('[run]\nbackbone = "tiny-random"\n[attack]\nratios = [0.01, 0.03]\n'
+                    '[defense]\ndetectors = ["stat"]\nonly_ratios = [0.01]\n')
+    study = Study(load_config(path), tmp_path, StageStore(tmp_path / "s"))
+    assert {c.ratio: sorted(c.defenses) for c in study.cells} == {0.01: ["stat"], 0.03: []}
+    assert sum(s.kind == "defend" for s in study.stages.values()) == 1

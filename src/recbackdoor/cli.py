@@ -542,16 +542,13 @@ def registered() -> dict[str, list[tuple[str, str]]]:
     from .attack.badrec import POLICIES as TARGET_POLICIES
     from .attack.triggers import LEVELS, POSITIONS, default_trigger
     from .data.prepare import DATASET_DOMAINS, SOURCES
-    from .defense.baselines import BASELINES
-    from .defense.defend import METHODS
+    from .defense.registry import DETECTORS
     from .defense.sanitize import POLICIES as SANITIZE
     from .models.backbones import BACKBONES
     from .victims import VICTIMS
 
     base = __name__.rsplit(".", 1)[0]
-    detectors = [(m, _summary(f"{base}.defense.pscanner.scanner" if m == "pscanner" else f"{base}.defense.baselines.{m}"))
-                 for m in METHODS if m == "pscanner" or m in BASELINES]  # fmt: skip
-    detectors.append(("strip", _summary(f"{base}.defense.baselines.strip") + " (detect-bench --methods strip --model VICTIM)"))
+    detectors = [(name, f"[{e.unit}] {e.summary}") for name, e in DETECTORS.items()]
     return {
         "datasets (data prepare --dataset)": [
             (name, f"{DATASET_DOMAINS[name] or 'any domain'}: {_summary(module.__name__)}") for name, module in SOURCES.items()

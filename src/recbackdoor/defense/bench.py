@@ -52,9 +52,9 @@ from ..attack.badrec import POLICIES
 from ..attack.triggers import LEVELS, POSITIONS
 from ..errors import ConfigError
 from ..io_utils import atomic_output_dir, check_output_dir, write_json
+from .registry import DETECTORS, detector_names
 
-TITLE_METHODS = ("pscanner", "stat", "onion", "bki", "embed")
-METHODS = (*TITLE_METHODS, "strip")
+TITLE_METHODS = detector_names("titles")  # the default methods: every title detector
 PSCANNER_CHANNELS = (("pscanner", "both"), ("pscanner-llm", "llm"), ("pscanner-evidence", "evidence"))
 CSV_COLUMNS = (
     "dataset", "policy", "level", "trigger", "detector", "unit", "n", "n_poisoned", "precision",
@@ -88,16 +88,18 @@ class BenchConfig:
 
     def check(self) -> BenchConfig:
         self.levels = _one_of_each("level", self.levels, LEVELS)
-        self.methods = _one_of_each("method", self.methods, METHODS)
+        self.methods = _one_of_each("method", self.methods, detector_names())
         self.policies = _one_of_each("policy", self.policies, POLICIES)
         if not 0.0 < self.ratio < 1.0:
             raise ConfigError(f"--ratio must be in (0, 1), got {self.ratio}")
         if self.position not in POSITIONS:
             raise ConfigError(f"unknown --position {self.position!r}; use one of {', '.join(POSITIONS)}")
-        if self.scanner_dir is not None and "pscanner" not in self.methods:
-            raise ConfigError("--scanner is only used by method pscanner; add it to --methods or drop --scanner")
-        if "strip" in self.methods and not self.model:
-            raise ConfigError("method strip needs a victim: pass --model DIR (from `recbackdoor train`) or a backbone name")
+        loaders = [n for n, e in DETECTORS.items() if e.loads]
+        if self.scanner_dir is not None and not set(loaders) & set(self.methods):
+            raise ConfigError(f"--scanner is only used by method {', '.join(loaders)}; add it to --methods or drop --scanner")
+        for method in self.methods:
+            if DETECTORS[method].victim == "required" and not self.model:
+                raise ConfigError(f"method {method} needs a victim: pass --model DIR (from `recbackdoor train`) or a backbone name")
         if isinstance(self.model, Mapping):
             missing = [lv for lv in self.levels if lv not in self.model]
             unknown = [lv for lv in self.model if lv not in LEVELS]
@@ -224,8 +226,8 @@ def bench_title_method(
     detector = built
     if detector is None:
         detector = build_detector(
-            method, config.backbone, config.scanner_dir if method == "pscanner" else None, config.seed,
-            model_dir=config.model_for(level) if method == "bki" else None,
+            method, config.backbone, config.scanner_dir if DETECTORS[method].loads else None, config.seed,
+            model_dir=config.model_for(level) if DETECTORS[method].victim != "no" else None,
         )  # fmt: skip
     for lazy in ("lm", "encoder"):  # load a lazily loaded model now: loading is not timed
         if isinstance(getattr(type(detector), lazy, None), property):
@@ -402,7 +404,7 @@ def run_detect_bench(
             _say(f"[{policy} {level}] poisoned: {man['m']} fake samples, {len(triggered)} triggered items, trigger {trigger!r}", progress)
             cell = {"dataset": name, "policy": policy, "level": level, "trigger": trigger}
             for method in config.methods:
-                if method == "strip":
+                if DETECTORS[method].unit == "prompts":
                     model = config.model_for(level)
                     assert model is not None
                     if model not in scorers:
@@ -419,10 +421,10 @@ def run_detect_bench(
                     if config.reuse_models and (method != "pscanner" or config.scanner_dir):
                         from .defend import build_detector
 
-                        model = config.model_for(level) if method == "bki" else None
+                        model = config.model_for(level) if DETECTORS[method].victim != "no" else None
                         if (method, model) not in kept:
                             kept[(method, model)] = build_detector(
-                                method, config.backbone, config.scanner_dir if method == "pscanner" else None,
+                                method, config.backbone, config.scanner_dir if DETECTORS[method].loads else None,
                                 config.seed, model_dir=model,
                             )  # fmt: skip
                             _share_title_lm(kept[(method, model)], method, model, shared_lms)

@@ -38,15 +38,17 @@ from ..data.types import SplitDataset
 from ..errors import ConfigError
 from ..io_utils import atomic_output_dir, check_output_dir, read_json, write_json
 from .base import Detector
+from .registry import BuildOptions, detector_entry, detector_names
 from .sanitize import check_policy, sanitize
 
-METHODS = ("pscanner", "onion", "bki", "stat", "embed")
 POISON_MANIFEST = "poison_manifest.json"
 
 
 def check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ConfigError(f"unknown defense method {method!r}; use one of {', '.join(METHODS)}")
+    """``method`` if it is a registered title detector (``registry.DETECTORS``)."""
+    names = detector_names("titles")
+    if method not in names:
+        raise ConfigError(f"unknown defense method {method!r}; use one of {', '.join(names)}")
     return method
 
 
@@ -68,37 +70,14 @@ def build_detector(
     threshold: float | None = None,
     model_dir: str | os.PathLike | None = None,
 ) -> Detector:
-    """The detector for ``method``.
-
-    P-Scanner: loaded from ``scanner_dir`` (a trained scanner) when given; otherwise a fresh
-    ``CatalogTrainedScanner`` that ``fit`` trains on the training titles themselves with
-    ``ScannerConfig.fast()`` (no adversarial rounds; a few minutes on CPU), after the robust
-    first pass has left every title sharing a repeated fragment of an unusual shape out of its
-    negatives (``pscanner/robust.py``), so the catalog's own poison is not learnt as clean.
-    ``model_dir``: the victim being defended (``recbackdoor train`` output), read by ``bki``
-    (as BKI is defined); without it BKI reads the base ``backbone``. Other methods ignore it.
-    """
-    check_method(method)
-    if method == "pscanner":
-        if scanner_dir is not None:
-            from .pscanner.scanner import load_scanner
-
-            detector: Any = load_scanner(scanner_dir, progress=True)
-        else:
-            from .pscanner.train import CatalogTrainedScanner, ScannerConfig
-
-            name = backbone or ScannerConfig.backbone
-            detector = CatalogTrainedScanner(ScannerConfig.fast(backbone=name, seed=seed), progress=True)
-        if threshold is not None:
-            detector.threshold = float(threshold)
-        return detector
-    if scanner_dir is not None:
-        raise ConfigError(f"--scanner is only used by method pscanner, not {method!r}")
-    from .baselines import make_detector
-
-    model = None if model_dir is None or method != "bki" else str(model_dir)
-    detector = make_detector(method, backbone=backbone, seed=seed, threshold=threshold, progress=True, model=model)
-    return detector
+    """The title detector ``method``, built by its ``registry.DETECTORS`` entry (P-Scanner:
+    loaded from ``scanner_dir``, else trained by ``fit`` on the catalog). ``model_dir``: the
+    victim being defended, read by the detectors whose entry says so (``bki``); without it BKI
+    reads the base ``backbone``."""
+    options = BuildOptions(backbone=backbone, seed=seed, threshold=threshold,
+                           scanner_dir=None if scanner_dir is None else str(scanner_dir),
+                           model_dir=None if model_dir is None else str(model_dir))
+    return detector_entry(check_method(method), "titles").build(options)
 
 
 def _spans(detector: Any, titles: list[str]) -> list[str | None]:

@@ -1,4 +1,4 @@
-"""The experiment config (DESIGN 6): one TOML file decides a whole study, validated by pydantic.
+"""The experiment config (docs/design.md §6): one TOML file decides a whole study, validated by pydantic.
 
 Unknown keys are refused (a typo must not silently fall back to a default), every key has a
 default and a one-line description (``recbackdoor run --help`` points here), and ``--set
@@ -23,7 +23,6 @@ DATASET_SOURCES: dict[str, tuple[str, str]] = {
     "ml1m": ("ml1m", "movielens/ml-1m"),
     "steam": ("steam", "steam/llara"),
 }
-DETECTORS = ("pscanner", "stat", "onion", "bki", "embed")
 
 
 def _one_of(names: list[str] | dict, allowed: tuple[str, ...] | dict, what: str):
@@ -123,11 +122,14 @@ class DefenseSection(_Section):
     sanitize: Literal["drop-target", "drop-any", "strip"] = Field("drop-target", description="What is removed once items are flagged.")
     retrain: bool = Field(True, description="Train the victim again on the sanitized data and evaluate it.")
     scanner: str | None = Field(None, description="A trained P-Scanner directory (None: defend trains one).")
+    only_ratios: list[float] = Field([], description="Defend only the cells at these P_R (empty: every cell), e.g. [0.01] in a P_R sweep.")
 
     @field_validator("detectors")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        return _one_of(value, DETECTORS, "detector")
+        from ..defense.registry import detector_names
+
+        return _one_of(value, detector_names("titles"), "detector")
 
 
 class UtilitySection(_Section):

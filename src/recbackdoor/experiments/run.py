@@ -1,4 +1,4 @@
-"""``recbackdoor run CONFIG``: a whole study, stage by stage (DESIGN 6).
+"""``recbackdoor run CONFIG``: a whole study, stage by stage (docs/design.md §6).
 
 For every dataset: prepare (+ a seeded subset of the training samples) -> train a clean victim.
 For every level x position x P_R: BadRec -> train the poisoned victim -> evaluate the untrained
@@ -79,7 +79,8 @@ class Study:
                             poisoned = self._add(self._train_stage(attack, victim, "poisoned"))
                             for name, model in (("untrained", None), ("clean", clean), ("poisoned", poisoned)):
                                 cell.models[name] = self._add(self._eval_stage(model, attack, name))
-                            for det in cfg.defense.detectors:
+                            defended_here = not cfg.defense.only_ratios or ratio in cfg.defense.only_ratios
+                            for det in cfg.defense.detectors if defended_here else ():
                                 defended = self._add(self._defend_stage(attack, det))
                                 cell.defenses[det] = defended
                                 if cfg.defense.retrain:
