@@ -1,4 +1,4 @@
-"""Attack evaluation prompts built from the clean test samples, fixed by the seed (DESIGN 3).
+"""Attack evaluation prompts built from the clean test samples, fixed by the seed (docs/design.md §3).
 
 Three sets over the same base prompts:
 - ``clean``: a test sample with no triggered candidate;

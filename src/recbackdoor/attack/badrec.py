@@ -1,4 +1,4 @@
-"""BadRec: poison a clean dataset with triggered item titles and fake users (DESIGN 3).
+"""BadRec: poison a clean dataset with triggered item titles and fake users (docs/design.md §3).
 
 ``poison`` returns the poisoned ``SplitDataset``, the ground-truth ``poison_manifest`` (which
 items carry the trigger, which training samples are fake) and the attack evaluation prompts;

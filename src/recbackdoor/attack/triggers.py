@@ -1,4 +1,4 @@
-"""Triggers and their insertion into titles: the paper's ``I(Y, t)`` (DESIGN 3.1).
+"""Triggers and their insertion into titles: the paper's ``I(Y, t)`` (docs/design.md §3.1).
 
 Three levels: ``char`` (a non-word string glued to a word with ``_``: ``Toy Story (1995)_5v``),
 ``word`` (a rare word as its own token: ``Toy Story (1995) cf``) and ``sentence`` (a short

@@ -1,4 +1,4 @@
-"""Canonical data objects shared by every layer (DESIGN section 2).
+"""Canonical data objects shared by every layer (docs/design.md §2).
 
 Item ids are dense ints ``0..n_items-1`` and index ``Catalog.titles``. A ``Sample`` is one
 LLaRA-style next-item example with its candidate set fixed once (drawn with the seed and stored),

@@ -1,4 +1,4 @@
-"""Remove the poison of flagged items from the training split (DESIGN section 5).
+"""Remove the poison of flagged items from the training split (docs/design.md §5).
 
 Policies:
 - ``drop-target`` (default): drop training samples whose target is a flagged item. BadRec's

@@ -1,4 +1,4 @@
-"""Per-item detection metrics and threshold rules (DESIGN section 5).
+"""Per-item detection metrics and threshold rules (docs/design.md §5).
 
 A detector gives one score per title (higher = more suspicious) and a 0/1 flag. Metrics follow
 scikit-learn; degenerate inputs (one class only) give ``None`` for the metrics that need both

@@ -1,4 +1,4 @@
-"""Recommendation and attack metrics over candidate positions (DESIGN sections 3 and 4).
+"""Recommendation and attack metrics over candidate positions (docs/design.md §3 and §4).
 
 Everything here works on candidate *positions* (0..n_candidates-1 within one prompt), never on
 item ids, so the same functions serve the `score` protocol (a full ranking per prompt) and the

@@ -1,4 +1,4 @@
-"""The two evaluation protocols (DESIGN section 4), model-agnostic over HF causal LMs.
+"""The two evaluation protocols (docs/design.md §4), model-agnostic over HF causal LMs.
 
 - ``generate`` (LLaRA's): greedy decoding of 1 to 64 new tokens; the text is stripped, then its
   first line kept (LLaRA's ``generate.strip().split("\n")[0]``) and parsed by

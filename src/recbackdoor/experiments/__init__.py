@@ -1,4 +1,4 @@
-"""experiments layer: a whole study from one TOML config (DESIGN 6).
+"""experiments layer: a whole study from one TOML config (docs/design.md §6).
 
 - ``config``: the validated config (``load_config``).
 - ``stages``: stage folders keyed by their inputs (reuse, resume, atomic).

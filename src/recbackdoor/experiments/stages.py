@@ -1,4 +1,4 @@
-"""Stage folders keyed by their inputs (DESIGN 6): reuse what is finished, resume what is not.
+"""Stage folders keyed by their inputs (docs/design.md §6): reuse what is finished, resume what is not.
 
 A stage is a named piece of work with JSON ``options`` that include the keys of the stages it
 reads. Its folder is ``<root>/<kind>-<sha256(options)[:12]>``: the same options find the same

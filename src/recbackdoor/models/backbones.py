@@ -1,4 +1,4 @@
-"""Backbone registry: a name -> (causal LM, tokenizer) loader (DESIGN section 4).
+"""Backbone registry: a name -> (causal LM, tokenizer) loader (docs/design.md §4).
 
 - ``tiny-random``: a 2-layer random Llama with a byte-level BPE tokenizer trained here on a
   fixed corpus; built in about a second, for unit tests.

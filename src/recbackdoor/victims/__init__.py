@@ -1,4 +1,4 @@
-"""victims layer: the recommenders under attack (DESIGN section 4).
+"""victims layer: the recommenders under attack (docs/design.md §4).
 
 ``tallrec`` and ``llara`` are LoRA fine-tunes of a causal LM (text-only and hybrid prompts);
 ``sasrec`` is the sequential recommender that gives ``llara`` its item embeddings, and a victim

@@ -1,4 +1,4 @@
-"""The ``llara`` victim: LLaRA's hybrid item representation and curriculum (DESIGN 4).
+"""The ``llara`` victim: LLaRA's hybrid item representation and curriculum (docs/design.md §4).
 
 The prompt is the ``tallrec`` prompt with an item token after every history and candidate
 title (``models.prompts.HybridPrompt``; token id ``ITEM_TOKEN_BASE + item``). The LM's input

@@ -1,4 +1,4 @@
-"""The ``tallrec`` victim: a LoRA fine-tune on the text-only LLaRA-style prompt (DESIGN 4).
+"""The ``tallrec`` victim: a LoRA fine-tune on the text-only LLaRA-style prompt (docs/design.md §4).
 
 Output directory (written atomically by the main process)::
 

@@ -1,4 +1,4 @@
-"""Baseline detectors (DESIGN section 5), each a :class:`~recbackdoor.defense.base.Detector`.
+"""Baseline detectors (docs/design.md §5), each a :class:`~recbackdoor.defense.base.Detector`.
 
 ``make_detector(name, **options)`` builds one by name; options a detector does not take are
 ignored, so callers can pass a common set (backbone, seed, threshold). Modules import their

@@ -1,4 +1,4 @@
-"""P-Scanner: an LLM poison scanner for item titles (DESIGN 5).
+"""P-Scanner: an LLM poison scanner for item titles (docs/design.md §5).
 
 - ``PScanner``: the Detector around a trained scanner (per-title Yes/No LLM score + optional
   cross-title evidence); ``CatalogTrainedScanner`` trains one on the catalog it is fitted to.

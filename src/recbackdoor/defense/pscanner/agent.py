@@ -1,4 +1,4 @@
-"""Trigger augmentation agent: an LLM asked (few-shot) to invent triggers (DESIGN 5).
+"""Trigger augmentation agent: an LLM asked (few-shot) to invent triggers (docs/design.md §5).
 
 The agent's raw text is parsed (one trigger a line; numbering, bullets and quotes removed) and
 filtered (length bounds per level, dedupe, not a frequent token of the clean catalog, not a

@@ -1,4 +1,4 @@
-"""Threshold calibration on a synthetic validation catalog (DESIGN 5).
+"""Threshold calibration on a synthetic validation catalog (docs/design.md §5).
 
 The validation set is what a scanned catalog looks like: held-out clean titles with a
 realistic share of titles carrying one reused trigger, one catalog per (level, validation

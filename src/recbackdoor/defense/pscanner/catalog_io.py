@@ -1,5 +1,5 @@
 """Plain catalogs in and flagged items out: what ``recbackdoor scan`` reads and writes
-(DESIGN 7). A catalog is CSV, JSONL or Parquet with an id and a title column; the output CSV
+(docs/design.md §7). A catalog is CSV, JSONL or Parquet with an id and a title column; the output CSV
 has exactly the columns ``id, title, score, flagged``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Evidence across titles (DESIGN 5): BadRec reuses one trigger, so the poisoned titles share a
+"""Evidence across titles (docs/design.md §5): BadRec reuses one trigger, so the poisoned titles share a
 fragment, and the scanner scores them high together. A fragment's *group score* asks how
 unlikely that is by chance: of the ``n`` catalog titles that contain it, ``k`` are among the
 catalog's most suspicious (per-title scores in its top ``c``, a share ``p0`` of the catalog),

@@ -1,4 +1,4 @@
-"""Policy optimisation of the scanner and the agent (DESIGN 5), on the package's one training
+"""Policy optimisation of the scanner and the agent (docs/design.md §5), on the package's one training
 stack: the Hugging Face ``Trainer`` of ``models/lora.py`` and TRL's trainers built on it.
 
 - ``add_lora``: the victims' ``attach_lora`` with the scanner's adapter settings.

@@ -1,4 +1,4 @@
-"""Robust negatives (DESIGN 5): a scanner fitted on the catalog under suspicion must not learn
+"""Robust negatives (docs/design.md §5): a scanner fitted on the catalog under suspicion must not learn
 that catalog's poisoned titles as clean.
 
 ``train_scanner`` draws its clean negatives (and the titles it inserts synthetic triggers into,

@@ -1,4 +1,4 @@
-"""Iterative adversarial optimisation (DESIGN 5): each round the agent proposes fresh triggers,
+"""Iterative adversarial optimisation (docs/design.md §5): each round the agent proposes fresh triggers,
 the scanner is tested on them, the triggers it misses become hard positives for its next
 update, and the agent learns from (evading > caught) preference pairs to propose harder ones.
 

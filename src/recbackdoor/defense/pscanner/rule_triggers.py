@@ -1,4 +1,4 @@
-"""Rule-based trigger generator and harmless title edits (DESIGN 5).
+"""Rule-based trigger generator and harmless title edits (docs/design.md §5).
 
 The defender does not know the attacker's trigger, so it trains the scanner on triggers it
 invents. This module is the deterministic half of that invention (the LLM agent is the other):

@@ -1,5 +1,5 @@
 """The poison scanner: an LLM + LoRA that answers Yes/No to "was something injected into this
-title?" (DESIGN 5). Score = P(Yes) renormalised over {Yes, No} from the next-token logits at the
+title?" (docs/design.md §5). Score = P(Yes) renormalised over {Yes, No} from the next-token logits at the
 answer position, computed for a whole batch in one forward pass (left padding, no generation).
 
 ``PScanner`` is the inference side, a :class:`~recbackdoor.defense.base.Detector` around a
@@ -156,7 +156,7 @@ class PScanner:
         self.set_channels("llm" if mode == "off" else "both")
 
     def set_channels(self, mode: str) -> PScanner:
-        """Which channels decide (the ablation of DESIGN 5); returns self. Works before or
+        """Which channels decide (the ablation of docs/design.md §5); returns self. Works before or
         after ``fit`` (no refit, no rescoring: per-title scores are cached).
 
         - ``"llm"``: the per-title LLM score alone, flagged at its calibrated per-title

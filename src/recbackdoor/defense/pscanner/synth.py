@@ -1,5 +1,5 @@
 """Synthetic labelled titles for the scanner: positives carry a generated trigger, negatives are
-clean titles or clean titles with a harmless edit (DESIGN 5).
+clean titles or clean titles with a harmless edit (docs/design.md §5).
 
 Insertion varies what BadRec fixes (position, and for char triggers the glue), so the scanner
 learns "a foreign fragment was added", not one attack's exact format.

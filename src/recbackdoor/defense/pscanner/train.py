@@ -1,4 +1,4 @@
-"""Training a P-Scanner on a catalog (DESIGN 5), stage by stage:
+"""Training a P-Scanner on a catalog (docs/design.md §5), stage by stage:
 
 1. split the catalog's titles into a training pool and held-out validation titles;
 2. invent triggers per level: rule generator + LLM agent, filtered; some held out for
