@@ -21,12 +21,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import time
 from pathlib import Path
 
-from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
+from recbackdoor.models.machine import one_line as machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("RECBACKDOOR_DATA", ROOT.parent / "shared" / "data"))
@@ -35,13 +34,6 @@ SOURCES = {  # name -> (data prepare --dataset, source folder)
     "ml100k": ("ml100k", DATA / "movielens" / "ml-100k"),
     "steam": ("steam", DATA / "steam" / "llara"),
 }
-
-
-def machine() -> str:
-    import torch
-
-    return (f"{cpu_model()}; {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
-            f"python {platform.python_version()}; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
 
 
 def prepared(name: str, work: Path) -> Path:

@@ -25,14 +25,13 @@ speed; the raw ratios are printed too); Y = achieved FLOP/s of score / peak.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
+
+from recbackdoor.models.machine import one_line as machine
 
 
 def matmul_peak(dtype: Any, device: Any = "cpu", size: int = 2048, reps: int = 10) -> float:
@@ -162,17 +161,6 @@ def reference_generate(
     return outs
 
 
-def machine() -> str:
-    import torch
-
-    cpu = cpu_model()
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
-    return (
-        f"{cpu}; {os.cpu_count()} cores, torch threads {torch.get_num_threads()}; GPU {gpu}; "
-        f"python {platform.python_version()}, torch {torch.__version__}"
-    )
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=16, help="LastFM test prompts to use")
@@ -180,7 +168,7 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="a trained victim folder instead")
     parser.add_argument("--data", default="../shared/data/lastfm/llara")
     parser.add_argument("--batch-size", type=int, default=8, help="prompts per batch (B)")
-    parser.add_argument("--dtype", default="bf16")
+    parser.add_argument("--dtype", default="auto", help="auto: as the library picks (bf16 where native, else fp32) | bf16 | fp32")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--skip-batch1", action="store_true", help="skip the batch-1 runs")

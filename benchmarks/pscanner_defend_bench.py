@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
+
+from recbackdoor.models.machine import one_line as machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -35,16 +36,6 @@ CASES = {
     "prefix": {"level": "char", "position": "prefix", "ratio": 0.00167},
 }
 DEFAULT_CASES = "ml100k:char,ml100k:word,ml100k:sentence,ml100k:fixed,lastfm:char,lastfm:word,lastfm:sentence,lastfm:fixed,lastfm:prefix"
-
-
-def machine() -> str:
-    import platform
-
-    import torch
-
-    load = os.getloadavg()
-    return (f"{cpu_model()}; {os.cpu_count()} cpus, torch {torch.__version__} with {torch.get_num_threads()} threads; "
-            f"python {platform.python_version()}; load average at start {load[0]:.1f}")
 
 
 def prepared(work: Path, dataset: str) -> Path:

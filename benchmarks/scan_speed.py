@@ -21,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from scanner_bench import machine  # noqa: E402
 from train_speed import matmul_peak  # noqa: E402
+
+from recbackdoor.models.machine import one_line as machine  # noqa: E402
 
 
 def catalog_titles(n: int) -> list[str]:

@@ -12,14 +12,12 @@ through the LM head, so this is the work a full fine-tune would do for the same 
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
-from machine_info import cpu_model  # sibling module: benchmarks run as scripts from this folder
+from recbackdoor.models.machine import one_line as machine
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = ROOT.parent / "shared" / "data" / "lastfm" / "llara"
@@ -115,12 +113,7 @@ def main() -> int:
     from recbackdoor.models.lora import make_train_config, train_lora, weights_and_autocast
     from recbackdoor.victims.tallrec import training_examples
 
-    print(f"machine: {cpu_model()}; {os.cpu_count()} cpus, torch threads {torch.get_num_threads()}; "
-          f"torch {torch.__version__}; python {platform.python_version()}")  # fmt: skip
-    (peak_bf16, cpeak_bf16), (peak_fp32, cpeak_fp32) = matmul_peak(torch.bfloat16), matmul_peak(torch.float32)
-    print(f"matmul peak (2048^3): bf16 {peak_bf16:.0f} GFLOP/s, fp32 {peak_fp32:.0f} GFLOP/s per wall second; "
-          f"per CPU second / threads: bf16 {cpeak_bf16:.0f}, fp32 {cpeak_fp32:.0f}")  # fmt: skip
-
+    print(f"machine: {machine()}")
     dataset = load_data(args)
     config = make_train_config(
         backbone=args.backbone, dtype=args.dtype, batch_size=args.batch_size, grad_accum=args.grad_accum,
@@ -129,6 +122,11 @@ def main() -> int:
         attn_implementation=args.attn,
     )  # fmt: skip
     weights, autocast = weights_and_autocast(config)
+    # the peak of the dtype the matmuls run in, as the library picked it (bf16 autocast or bf16
+    # weights: bf16; else fp32); a bf16 peak on a CPU without native bf16 is meaningless and slow
+    compute = "bf16" if autocast or weights == "bf16" else "fp32"
+    peak, cpeak = matmul_peak(torch.bfloat16 if compute == "bf16" else torch.float32)
+    print(f"matmul peak (2048^3, {compute}): {peak:.0f} GFLOP/s per wall second; {cpeak:.0f} per CPU second / threads")
     model, tokenizer = load_backbone(config.backbone, dtype=weights)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"settings: backbone {config.backbone} ({n_params / 1e6:.1f}M params, {model.dtype} weights, bf16 autocast {autocast}), "
@@ -153,18 +151,18 @@ def main() -> int:
     tokens = sum(r["interval_tokens"] for r in timed)
     rate, cpu_rate = tokens / seconds, tokens / cpu_seconds
     achieved, cpu_achieved = 6 * n_params * rate / 1e9, 6 * n_params * cpu_rate / 1e9
-    mfu, cpu_mfu = achieved / peak_bf16, cpu_achieved / cpeak_bf16
+    mfu, cpu_mfu = achieved / peak, cpu_achieved / cpeak
     print(f"training: {seconds / len(timed):.2f} s/step, {rate:.0f} tokens/s (non-padding; "
           f"{cpu_rate:.0f} per CPU second / threads), loss {timed[0]['loss']:.3f} -> {timed[-1]['loss']:.3f}")  # fmt: skip
-    print(f"achieved {achieved:.0f} GFLOP/s = {mfu:.0%} of bf16 peak ({achieved / peak_fp32:.0%} of fp32 peak); "
-          f"per CPU second: {cpu_achieved:.0f} GFLOP/s = {cpu_mfu:.0%} of bf16 peak")  # fmt: skip
+    print(f"achieved {achieved:.0f} GFLOP/s = {mfu:.0%} of the {compute} peak; "
+          f"per CPU second: {cpu_achieved:.0f} GFLOP/s = {cpu_mfu:.0%} of the {compute} peak")  # fmt: skip
     # What the hardware actually does: forward + input gradients through the frozen linear
     # layers (no weight gradients), the LM head on the answer window only; attention and LoRA
     # left out. About half of the 6 x params count for a 135M model with a 49k vocabulary.
     emb = model.get_input_embeddings().weight.numel()
     hw = 4 * (n_params - emb) * cpu_rate / 1e9
     print(f"hardware estimate (4 x non-embedding params x tokens): {hw:.0f} GFLOP/s per CPU second "
-          f"= {hw / cpeak_bf16:.0%} of bf16 peak")  # fmt: skip
+          f"= {hw / cpeak:.0%} of the {compute} peak")  # fmt: skip
     pad = pad_random if args.no_group else pad_grouped
     print(f"mfu={mfu:.3f} pad={pad:.3f}")  # wall-clock figures; see the CPU-time line above
     return 0

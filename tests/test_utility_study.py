@@ -219,3 +219,16 @@ def test_defense_only_at_the_given_ratios(tmp_path):
     study = Study(load_config(path), tmp_path, StageStore(tmp_path / "s"))
     assert {c.ratio: sorted(c.defenses) for c in study.cells} == {0.01: ["stat"], 0.03: []}
     assert sum(s.kind == "defend" for s in study.stages.values()) == 1
+
+
+def test_machine_description_names_the_dtype_the_library_computes_in():
+    import torch
+
+    from recbackdoor.models.backbones import default_dtype
+    from recbackdoor.models.machine import describe, one_line
+
+    info = describe()
+    assert info["compute_dtype"] == str(default_dtype("cpu" if not torch.cuda.is_available() else "cuda")).split(".")[-1]
+    assert info["cpus"] >= 1 and info["cpu"]
+    line = one_line(info)
+    assert f"computes in {info['compute_dtype']}" in line and info["cpu"] in line

@@ -38,7 +38,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -52,6 +51,7 @@ from ..attack.badrec import POLICIES
 from ..attack.triggers import LEVELS, POSITIONS
 from ..errors import ConfigError
 from ..io_utils import atomic_output_dir, check_output_dir, write_json
+from ..models.machine import describe as describe_machine
 from .registry import DETECTORS, detector_names
 
 TITLE_METHODS = detector_names("titles")  # the default methods: every title detector
@@ -146,29 +146,6 @@ def parse_models(values: Sequence[str] | None) -> str | dict[str, str] | None:
             raise ConfigError(f"--model {value!r}: give one DIR, or LEVEL=DIR per level ({', '.join(LEVELS)})")
         out[pair[0]] = pair[1]
     return out
-
-
-def machine() -> dict[str, Any]:
-    """Where the benchmark ran (timings are only comparable on the same machine and load)."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "load_avg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-    }
 
 
 def _say(message: str, progress: bool) -> None:
@@ -369,7 +346,7 @@ def run_detect_bench(
     name = str(dataset.manifest.get("dataset") or dataset.name)
     settings = {k: v for k, v in asdict(config).items() if k != "notes"}
     settings.update(data=str(data_dir), dataset=name, domain=dataset.catalog.domain, n_items=len(dataset.catalog))
-    info = machine()
+    info = describe_machine()
     _say(f"detect-bench {name}: {len(dataset.catalog)} items, {len(dataset.train)} training samples; "
          f"policies {','.join(config.policies)}, levels {','.join(config.levels)}, methods {','.join(config.methods)}", progress)  # fmt: skip
     _say(f"machine: {info}", progress)

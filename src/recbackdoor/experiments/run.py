@@ -332,7 +332,10 @@ def run_study(
         timing[stage.name] = {"label": stage.label, "seconds": store.seconds(stage), "ran_now": ran}
     results = study.results()
     write_json(out / "results.json", results)
-    write_json(out / "timing.json", {"stages": timing, "this_call_seconds": round(time.perf_counter() - t_total, 1)})
+    from ..models.machine import describe as describe_machine
+
+    write_json(out / "timing.json", {"stages": timing, "this_call_seconds": round(time.perf_counter() - t_total, 1),
+                                     "machine": describe_machine()})
     write_json(out / "stages.json", {name: {"label": s.label, "dir": str(store.path(s))} for name, s in study.stages.items()})
     if report:
         from .report import write_report
