@@ -188,7 +188,6 @@ def test_a_budget_shares_its_clean_model_with_a_backdoor_study(tmp_path):
 
 @pytest.mark.parametrize(("text", "message"), [
     ('[run]\nkind = "utility"\n[data]\ntrain_samples = 10\n', "utility.train_samples"),
-    ('[train]\nllara_item_data = "full"\n', "for utility studies"),
     ('[run]\nkind = "utility"\n[utility]\ntrain_samples = [10, 10]\n', "positive and distinct"),
     ('[run]\nkind = "curve"\n', "run.kind"),
 ])
@@ -232,3 +231,36 @@ def test_machine_description_names_the_dtype_the_library_computes_in():
     assert info["cpus"] >= 1 and info["cpu"]
     line = one_line(info)
     assert f"computes in {info['compute_dtype']}" in line and info["cpu"] in line
+
+
+def test_llara_full_item_model_in_a_backdoor_study_sees_the_fake_users(shared_data, tmp_path):
+    """Clean llara: SASRec on the full clean split; poisoned: full split + the attack's fake
+    samples; defended: what the sanitizer kept of them (nothing, for stat's exact flags)."""
+    from recbackdoor.data.io import load_dataset
+
+    path = tmp_path / "b.toml"
+    path.write_text(
+        '[run]\nbackbone = "tiny-random"\nthreads = 1\n[data]\ndatasets = ["lastfm"]\ncandidates = 10\nhistory = 5\n'
+        'train_samples = 24\n[attack]\nratios = [0.2]\nlevels = ["char"]\n[train]\nvictims = ["llara"]\n'
+        'llara_item_data = "full"\nsasrec_epochs = 1\nmax_steps = 1\nbatch_size = 4\n[eval]\nprompts = 4\n'
+        '[defense]\ndetectors = ["stat"]\n')
+    out = tmp_path / "run"
+    assert main(["run", str(path), "--out", str(out), "--data", str(shared_data)]) == 0
+    stages = json.loads((out / "stages.json").read_text())
+    dirs = {v["label"]: Path(v["dir"]) for v in stages.values()}
+    full = next(d for label, d in dirs.items() if label == "prepare lastfm")
+    n_full = len(load_dataset(full).train)
+    rec_data = {label: load_dataset(d) for label, d in dirs.items() if label.startswith("full split + the changes")}
+    fake = json.loads((next(d for label, d in dirs.items() if label.startswith("attack")) / "poison_manifest.json").read_text())["m"]
+    defended = json.loads((next(d for label, d in dirs.items() if label.startswith("defend"))
+                           / "defense_report.json").read_text())["sanitize"]["ground_truth"]
+    sizes = sorted(len(d.train) for d in rec_data.values())
+    # poisoned: every fake sample added; defended: the fake samples the sanitizer kept added and
+    # the clean samples it removed (its false positives) removed
+    assert sizes == sorted([n_full + fake, n_full + defended["fake_kept"] - defended["clean_removed"]])
+    assert defended["clean_removed"] + defended["fake_kept"] > 0 or sizes[0] == n_full
+    item_models = [d for label, d in dirs.items() if label.startswith("train sasrec item model")]
+    assert len(item_models) == 3  # clean (the full split), poisoned, defended
+    for label, d in dirs.items():
+        if label.startswith("train llara"):
+            assert json.loads((d / "victim.json").read_text())["config"]["item_model"] in {str(m) for m in item_models}

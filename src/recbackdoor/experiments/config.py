@@ -108,7 +108,7 @@ class TrainSection(_Section):
     launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: in this process; accelerate: `accelerate launch` with num_processes.")
     num_processes: int = Field(1, gt=0, description="Processes for launcher = accelerate.")
     sasrec_epochs: float = Field(50, gt=0, description="SASRec epochs (the sasrec victim; llara's item embeddings); best validation epoch kept.")
-    llara_item_data: Literal["same", "full"] = Field("same", description="llara's SASRec: trained on the LoRA's own samples, or on the full clean training split (utility studies).")
+    llara_item_data: Literal["same", "full"] = Field("same", description="llara's SASRec: trained on the LoRA's own samples, or on the full training split (plus the fake samples, less what a defense removed).")
 
 
 class EvalSection(_Section):
@@ -161,8 +161,6 @@ class ExperimentConfig(_Section):
     def _kind_fits(self) -> ExperimentConfig:
         if self.run.kind == "utility" and self.data.train_samples is not None:
             raise ValueError("a utility study takes its budgets from utility.train_samples; leave out data.train_samples")
-        if self.run.kind == "backdoor" and self.train.llara_item_data == "full":
-            raise ValueError("train.llara_item_data = 'full' is for utility studies (a poisoned study's SASRec must see the fake users)")
         return self
 
 

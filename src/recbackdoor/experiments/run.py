@@ -69,14 +69,15 @@ class Study:
         cfg = self.cfg
         for ds in cfg.data.datasets:
             data = self._add(self._data_stage(ds, cfg.data.train_samples))
+            full = self._add(self._data_stage(ds, None)) if cfg.train.llara_item_data == "full" else None
             for victim in cfg.train.victims:
-                clean = self._add(self._train_stage(data, victim, "clean"))
+                clean = self._add(self._victim_stage(data, victim, "clean", full, data))
                 for level in cfg.attack.levels:
                     for position in cfg.attack.positions:
                         for ratio in cfg.attack.ratios_for(position):
                             attack = self._add(self._attack_stage(data, level, position, ratio))
                             cell = Cell(ds, victim, level, position, ratio, attack)
-                            poisoned = self._add(self._train_stage(attack, victim, "poisoned"))
+                            poisoned = self._add(self._victim_stage(attack, victim, "poisoned", full, data))
                             for name, model in (("untrained", None), ("clean", clean), ("poisoned", poisoned)):
                                 cell.models[name] = self._add(self._eval_stage(model, attack, name))
                             defended_here = not cfg.defense.only_ratios or ratio in cfg.defense.only_ratios
@@ -84,7 +85,7 @@ class Study:
                                 defended = self._add(self._defend_stage(attack, det))
                                 cell.defenses[det] = defended
                                 if cfg.defense.retrain:
-                                    model = self._add(self._train_stage(defended, victim, f"defended-{det}"))
+                                    model = self._add(self._victim_stage(defended, victim, f"defended-{det}", full, data))
                                     cell.models[f"defended-{det}"] = self._add(
                                         self._eval_stage(model, attack, f"defended-{det}")
                                     )
@@ -161,6 +162,34 @@ class Study:
         if victim == "llara":
             options["sasrec_epochs"] = t.sasrec_epochs
         return options
+
+    def _victim_stage(self, data: Stage, victim: str, role: str, full: Stage | None, subset: Stage) -> Stage:
+        """Train ``victim`` on ``data``; with ``train.llara_item_data = "full"`` llara takes its
+        item embeddings from a SASRec trained on the full clean split *as changed by* ``data``:
+        the fake samples ``data`` adds to the clean subset are added, the clean samples it
+        removed (a sanitizer's false positives) are removed (the platform trains its SASRec on
+        every interaction it keeps)."""
+        if victim != "llara" or full is None:
+            return self._train_stage(data, victim, role)
+        rec_data = full if data is subset else self._add(self._item_data_stage(full, subset, data))
+        item_model = self._add(self._train_stage(rec_data, "sasrec", f"item model of {role}"))
+        return self._train_stage(data, victim, role, item_model)
+
+    def _item_data_stage(self, full: Stage, subset: Stage, data: Stage) -> Stage:
+        """``full``'s training split with ``data``'s changes to ``subset`` applied."""
+        options = {"full": full.key, "subset": subset.key, "data": data.key}
+
+        def build(out: Path, work: Path) -> None:
+            from ..data.io import load_dataset, save_dataset
+
+            full_ds, clean, changed = (load_dataset(self.store.path(st)) for st in (full, subset, data))
+            kept, before = set(changed.train), set(clean.train)
+            removed = before - kept
+            train = tuple(s for s in full_ds.train if s not in removed) + tuple(s for s in changed.train if s not in before)
+            save_dataset(full_ds.replace(train=train, manifest={**full_ds.manifest, "item_model_data": {
+                "added": len(train) - len(full_ds.train) + len(removed), "removed": len(removed)}}), out)
+
+        return Stage("data", f"full split + the changes of {data.label}", options, build)
 
     def _train_stage(self, data: Stage, victim: str, role: str, item_model: Stage | None = None) -> Stage:
         """Train ``victim`` on ``data``; ``item_model`` (llara): a trained sasrec stage whose
