@@ -166,3 +166,19 @@ def test_defend_retrain_options_fail_before_any_work(poisoned_dir, tmp_path, cap
     err = capsys.readouterr().err
     assert rc == 2 and message in err and err.count("\n") == 1, err
     assert not out.exists()
+
+
+def test_defend_retrain_trains_the_kind_of_victim_being_defended(poisoned_dir, tmp_path, capsys):
+    """--model names a popularity victim: the retrained victim is a popularity victim too, not
+    a tallrec one (the victim registry, as the study uses it)."""
+    from recbackdoor.victims import victim_trainer
+
+    poisoned_victim = victim_trainer("popularity")(poisoned_dir, tmp_path / "pop")
+    out = tmp_path / "defended"
+    rc = main(["defend", "--data", str(poisoned_dir), "--method", "stat", "--out", str(out), "--retrain",
+               "--eval-max-samples", "5", "--model", str(poisoned_victim)])
+    assert rc == 0, capsys.readouterr().err
+    report = read_json(out / "defense_report.json")
+    assert report["after_defense"]["victim"] == "popularity"
+    assert read_json(out / "victim" / "victim.json")["victim"] == "popularity"
+    assert report["before_defense"]["victim_dir"] == str(poisoned_victim)

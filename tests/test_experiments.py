@@ -273,3 +273,10 @@ def test_concurrent_studies_share_a_stage_store(tmp_path):
         outputs = pool.starmap(_build_slowly, [(str(tmp_path), t) for t in "abc"])
     builds = (tmp_path / "builds.log").read_text().split()
     assert len(builds) == 1 and outputs == [builds[0] * 5] * 3
+
+
+def test_configs_readme_lists_every_key_as_the_code_defines_it():
+    """configs/README.md's key block is describe_keys(), so the docs cannot drift from the schema."""
+    text = (ROOT / "configs" / "README.md").read_text()
+    block = text.split("## Keys (default, meaning)", 1)[1].split("```", 2)[1]
+    assert block.strip() == describe_keys().strip()

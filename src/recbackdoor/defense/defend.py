@@ -13,8 +13,8 @@ Output directory (atomic):
     victim/              with ``retrain``: the victim trained on the sanitized data (or
                          ``victim_out``), and its evaluation in ``victim/eval-defended/``
 
-``retrain``: once the sanitized dataset is written, train the victim on it
-(:func:`recbackdoor.victims.tallrec.train_victim`, options ``train_options`` through
+``retrain``: once the sanitized dataset is written, train the victim on it (the kind of
+``model_dir``, ``tallrec`` without one; options ``train_options`` through
 :func:`recbackdoor.models.lora.make_train_config`), evaluate it with the ``score`` protocol on
 the attack sets (:func:`recbackdoor.eval.evaluate.evaluate_model`, ``attack_sets=True``; the
 test split when the input has no attack sets) and add ``after_defense`` (HR@1, ASR per
@@ -234,16 +234,18 @@ def retrain_and_evaluate(
     model_dir: str | os.PathLike | None = None,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Train the tallrec victim on ``data_dir`` into ``victim_dir``, evaluate it (and the
-    victim ``model_dir`` for reference) on the attack sets; the report's new entries."""
+    """Train a victim of the same kind as ``model_dir`` (``tallrec`` without one) on
+    ``data_dir`` into ``victim_dir``, evaluate it (and ``model_dir`` for reference) on the
+    attack sets; the report's new entries."""
     import time
 
     from ..eval.evaluate import evaluate_model
-    from ..victims.tallrec import train_victim
+    from ..victims import victim_kind, victim_trainer
 
+    victim = (victim_kind(model_dir) if model_dir is not None else None) or "tallrec"
     has_sets = (data_dir / "attack_sets").is_dir()
     start = time.perf_counter()
-    train_victim(data_dir, victim_dir, train_config, force=force)
+    victim_trainer(victim)(data_dir, victim_dir, train_config, force=force)
     train_seconds = time.perf_counter() - start
 
     def run(model: str | os.PathLike, eval_out: Path) -> dict[str, Any]:
@@ -254,7 +256,7 @@ def retrain_and_evaluate(
         return {k: metrics.get(k) for k in AFTER_KEYS} | {"eval_dir": str(eval_out)}
 
     after = run(victim_dir, victim_dir / "eval-defended")
-    after.update(victim_dir=str(victim_dir), train_seconds=round(train_seconds, 2),
+    after.update(victim=victim, victim_dir=str(victim_dir), train_seconds=round(train_seconds, 2),
                  train_config=train_config.model_dump(mode="json"), attack_sets=has_sets)  # fmt: skip
     out: dict[str, Any] = {"after_defense": after}
     if model_dir is not None:

@@ -225,11 +225,12 @@ def train_victim(
     SASRec first (``config.sasrec_epochs``, same samples and seed; every process trains the
     same one, deterministically), then LoRA + projector with the curriculum.
     ``checkpoint_dir``: as ``tallrec`` (the projector is saved in each checkpoint)."""
-    from .tallrec import _load_data, run_record, save_run
+    from .tallrec import run_record, save_run
+    from .training_data import load_training_data
 
     config = config or TrainConfig()
     out = check_output_dir(out, force)
-    dataset, data_info = _load_data(data)
+    dataset, data_info = load_training_data(data)
     if config.item_model is not None:
         rec, sconfig, rec_summary, rec_log = pretrained_item_model(config.item_model, len(dataset.catalog))
     else:

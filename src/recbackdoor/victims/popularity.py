@@ -66,14 +66,14 @@ def train_victim(
     The LM and LoRA options do not apply; checkpoints are not needed (it takes milliseconds)."""
     from safetensors.numpy import save_file
 
-    from .tallrec import _load_data
+    from .training_data import load_training_data
 
     del checkpoint_dir, save_steps
     config = config or TrainConfig()
     out = check_output_dir(out, force)
     if int(os.environ.get("RANK", "0")) != 0:
         return out
-    dataset, data_info = _load_data(data)
+    dataset, data_info = load_training_data(data)
     samples = dataset.train[: config.max_samples] if config.max_samples else dataset.train
     if not samples:
         raise RecBackdoorError("no training samples: the dataset's train split is empty")

@@ -283,14 +283,14 @@ def train_victim(
     so it has no checkpoints (``checkpoint_dir``/``save_steps`` are accepted and unused).
     Under ``accelerate launch`` only the main process trains and writes.
     """
-    from .tallrec import _load_data
+    from .training_data import load_training_data
 
     del checkpoint_dir, save_steps
     config = config or TrainConfig()
     out = check_output_dir(out, force)
     if int(os.environ.get("RANK", "0")) != 0:
         return out
-    dataset, data_info = _load_data(data)
+    dataset, data_info = load_training_data(data)
     sconfig = sasrec_config(config)
     model, summary, log = train_sasrec(dataset, sconfig)
     info = {

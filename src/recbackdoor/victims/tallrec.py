@@ -10,22 +10,18 @@ Output directory (written atomically by the main process)::
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ..data.io import load_dataset
 from ..data.types import SplitDataset
 from ..errors import RecBackdoorError
 from ..io_utils import (
     atomic_output_dir,
     check_output_dir,
-    dumps_json,
     read_json,
-    sha256_file,
     write_json,
 )
 from ..models.backbones import load_backbone
@@ -38,24 +34,11 @@ from ..models.lora import (
     weights_and_autocast,
 )
 from ..models.prompts import N_TEMPLATES, answer_text, encode_pairs, sample_prompt
+from .training_data import load_training_data
 
 VICTIM = "tallrec"
 PROMPT = "text"  # the LLaRA-style text prompt
 FORMAT_VERSION = 1
-
-
-def _load_data(data: str | os.PathLike | SplitDataset) -> tuple[SplitDataset, dict[str, Any]]:
-    """The dataset and how to find it again (directory and manifest hash)."""
-    if isinstance(data, SplitDataset):
-        sha = hashlib.sha256(dumps_json(data.manifest).encode("utf-8")).hexdigest()
-        return data, {"dir": None, "manifest_sha256": sha, "name": data.name}
-    directory = Path(data)
-    dataset = load_dataset(directory)
-    return dataset, {
-        "dir": str(directory.resolve()),
-        "manifest_sha256": sha256_file(directory / "manifest.json"),
-        "name": dataset.name,
-    }
 
 
 def sample_templates(n: int, config: TrainConfig) -> list[int]:
@@ -93,7 +76,7 @@ def train_victim(
     """
     config = config or TrainConfig()
     out = check_output_dir(out, force)
-    dataset, data_info = _load_data(data)
+    dataset, data_info = load_training_data(data)
     model, tokenizer = load_backbone(config.backbone, dtype=weights_and_autocast(config)[0])
     examples = training_examples(dataset, tokenizer, config)
     result = train_lora(
