@@ -190,7 +190,7 @@ def attack_cmd(
 def train_cmd(
     data: str = typer.Option(..., "--data", help="Dataset directory (clean or poisoned)."),
     out: str = typer.Option(..., "--out", help="Output directory for the victim (adapter + logs)."),
-    victim: str = typer.Option("tallrec", "--victim", help="tallrec | llara (hybrid item tokens) | sasrec (no LM) | popularity (target counts)."),
+    victim: str = typer.Option("tallrec", "--victim", help="A registered victim (recbackdoor list): tallrec | llara | sasrec | popularity."),
     backbone: str = typer.Option("smollm2-135m", "--backbone", help="tiny-random | smollm2-135m | HF id | path (sasrec: not used)."),
     epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default 1)."),  # noqa: UP045
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),  # noqa: UP045
@@ -259,9 +259,10 @@ def evaluate_cmd(
 ) -> None:
     """Evaluate a victim: HR@1, ValidRatio, HR@k, NDCG@k, and ASR on the attack sets."""
     from .eval.evaluate import evaluate_model
-    from .models.safety import adapter_fit_errors, check_model_dir
+    from .models.safety import adapter_fit_errors
+    from .victims import check_victim_dir
 
-    check_model_dir(model, "victim")  # before anything of it is loaded
+    check_victim_dir(model)  # before anything of it is loaded
     with adapter_fit_errors(model, "victim"):
         report = evaluate_model(
             model, data, protocol=protocol, split=split, max_samples=max_samples, attack_sets=attack_sets,
@@ -301,10 +302,12 @@ def defend_cmd(
     (with --retrain: then train and evaluate the victim on it)."""
     from .defense.defend import defend
     from .models.safety import check_model_dir
+    from .victims import check_victim_dir
 
-    for path, kind in ((model, "victim"), (scanner, "scanner")):
-        if path:
-            check_model_dir(path, kind)  # before anything of it is loaded
+    if model:
+        check_victim_dir(model)  # before anything of it is loaded
+    if scanner:
+        check_model_dir(scanner, "scanner")
     report = defend(
         data, method=method, out=out, policy=policy, backbone=backbone, scanner_dir=scanner,
         seed=seed, threshold=threshold, force=force, model_dir=model, retrain=retrain,
@@ -522,18 +525,9 @@ def report_cmd(
     print(f"wrote {write_report(run_dir)}")
 
 
-def _summary(module: str) -> str:
-    """The first sentence of a module's docstring, read from its source (nothing imported, so
-    listing stays fast and needs no torch)."""
-    import ast
-    from importlib.util import find_spec
-
-    spec = find_spec(module)
-    if spec is None or spec.origin is None:
-        return ""
-    with open(spec.origin, encoding="utf-8") as fh:
-        doc = ast.get_docstring(ast.parse(fh.read())) or ""
-    text = " ".join(doc.replace("``", "").split()).split(". ")[0].rstrip(".:")
+def _summary(doc: str | None) -> str:
+    """The first sentence of a docstring, at most ~110 characters."""
+    text = " ".join((doc or "").replace("``", "").split()).split(". ")[0].rstrip(".:")
     return text if len(text) <= 110 else text[:110].rsplit(" ", 1)[0] + " ..."
 
 
@@ -547,13 +541,12 @@ def registered() -> dict[str, list[tuple[str, str]]]:
     from .models.backbones import BACKBONES
     from .victims import VICTIMS
 
-    base = __name__.rsplit(".", 1)[0]
     detectors = [(name, f"[{e.unit}] {e.summary}") for name, e in DETECTORS.items()]
     return {
         "datasets (data prepare --dataset)": [
-            (name, f"{DATASET_DOMAINS[name] or 'any domain'}: {_summary(module.__name__)}") for name, module in SOURCES.items()
+            (name, f"{DATASET_DOMAINS[name] or 'any domain'}: {_summary(module.__doc__)}") for name, module in SOURCES.items()
         ],
-        "victims (train --victim)": [(v, _summary(f"{base}.victims.{v}")) for v in VICTIMS],
+        "victims (train --victim)": [(name, e.summary) for name, e in VICTIMS.items()],
         "backbones (--backbone; or a Hugging Face id / local folder)": [(b.name, b.description) for b in BACKBONES.values()],
         "detectors (defend --method, detect-bench --methods)": detectors,
         "sanitize policies (defend --policy)": [(p, "") for p in SANITIZE],

@@ -2,6 +2,8 @@
 
 - ``config``: the validated config (``load_config``).
 - ``stages``: stage folders keyed by their inputs (reuse, resume, atomic).
-- ``run``: the study's stages and ``results.json`` (``run_study``).
+- ``study``: the stages of a backdoor study (attack x defense cells) and their ``results.json``.
+- ``utility``: the stages of a utility study (a clean learning curve with reference rows).
+- ``run``: runs a study of either kind (``run_study``).
 - ``report``: tables, CSVs and plots of a run (``write_report``).
 """

@@ -96,7 +96,7 @@ class AttackSection(_Section):
 
 
 class TrainSection(_Section):
-    victims: list[Literal["tallrec", "llara", "sasrec", "popularity"]] = Field(["tallrec"], min_length=1, description="Victims: tallrec (text prompt), llara (hybrid item tokens), sasrec (no LM), popularity (target counts).")
+    victims: list[str] = Field(["tallrec"], min_length=1, description="Victims (recbackdoor list): tallrec (text prompt), llara (hybrid item tokens), sasrec (no LM), popularity (target counts).")
     epochs: float = Field(1.0, gt=0, description="Epochs over the training set.")
     max_steps: int | None = Field(None, gt=0, description="Overrides epochs when set.")
     lr: float = Field(2e-4, gt=0, description="LoRA learning rate.")
@@ -108,7 +108,15 @@ class TrainSection(_Section):
     launcher: Literal["inline", "accelerate"] = Field("inline", description="inline: in this process; accelerate: `accelerate launch` with num_processes.")
     num_processes: int = Field(1, gt=0, description="Processes for launcher = accelerate.")
     sasrec_epochs: float = Field(50, gt=0, description="SASRec epochs (the sasrec victim; llara's item embeddings); best validation epoch kept.")
-    llara_item_data: Literal["same", "full"] = Field("same", description="llara's SASRec: trained on the LoRA's own samples, or on the full training split (plus the fake samples, less what a defense removed).")
+    llara_item_data: Literal["same", "full"] = Field("same", description="A hybrid victim's (llara's) SASRec: trained on the LoRA's own samples, or on the full training split (plus the fake samples, less what a defense removed).")
+
+
+    @field_validator("victims")
+    @classmethod
+    def _registered(cls, value: list[str]) -> list[str]:
+        from ..victims import VICTIMS
+
+        return _one_of(value, VICTIMS, "victim")
 
 
 class EvalSection(_Section):

@@ -15,9 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from ..io_utils import read_json
-from .run import Stage, Study, rate_se
-
-REFERENCE_VICTIMS = ("popularity", "sasrec")  # id-only rankers trained on the full split
+from .study import Stage, Study, rate_se
 
 
 class UtilityStudy(Study):

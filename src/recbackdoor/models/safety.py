@@ -39,23 +39,12 @@ def _inside(path: Path, root: Path) -> bool:
     return real == base or real.startswith(base + os.sep)
 
 
-_OTHER_WEIGHTS = {"sasrec": ("sasrec.safetensors",), "popularity": ("popularity.safetensors",),
-                  "llara": ("projector.safetensors", "sasrec/sasrec.safetensors")}
-_NO_ADAPTER = ("sasrec", "popularity")  # id-only victims: no LM, no adapter
-
-
-def _victim_name(meta: Path) -> str | None:
-    """``victim`` of a victim.json (None when unreadable: the adapter checks then apply)."""
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return info.get("victim") if isinstance(info, dict) else None
-
-
-def check_model_dir(directory: str | os.PathLike, kind: str) -> None:
+def check_model_dir(directory: str | os.PathLike, kind: str, weight_files: tuple[str, ...] = (),
+                    adapter: bool = True) -> None:
     """``kind`` is ``victim`` or ``scanner``; a directory without its JSON file (a backbone
-    folder or name) is left to the loader. Raises :class:`RecBackdoorError` (one line)."""
+    folder or name) is left to the loader. ``weight_files``: safetensors files the folder must
+    hold; ``adapter``: whether it holds a peft adapter (what the victim's module declares, see
+    ``victims.check_victim_dir``). Raises :class:`RecBackdoorError` (one line)."""
     root = Path(directory)
     meta = root / f"{kind}.json"
     if not root.is_dir() or not (meta.is_file() or meta.is_symlink()):
@@ -67,30 +56,28 @@ def check_model_dir(directory: str | os.PathLike, kind: str) -> None:
                 f"{path}: a link to {os.path.realpath(path)}, outside the {kind} directory {root}; "
                 f"refusing to load it: copy the file in or {retrain}"
             )
-    # the id-only victims have no adapter; llara has one plus its projector and SASRec
-    victim = _victim_name(meta) if kind == "victim" else None
-    for name in _OTHER_WEIGHTS.get(victim, ()):
+    for name in weight_files:
         if not (root / name).is_file():
             raise RecBackdoorError(f"{root / name}: weights file missing; {retrain}")
         _check_safetensors(root / name, {}, retrain)
-    if victim in _NO_ADAPTER:
+    if not adapter:
         return
-    adapter = root / "adapter"
-    config_path = adapter / "adapter_config.json"
+    adapter_dir = root / "adapter"
+    config_path = adapter_dir / "adapter_config.json"
     if not config_path.is_file():
-        raise RecBackdoorError(f"{adapter}: adapter files missing (no adapter_config.json); {retrain}")
+        raise RecBackdoorError(f"{adapter_dir}: adapter files missing (no adapter_config.json); {retrain}")
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RecBackdoorError(f"{config_path}: not valid JSON ({exc}); the file is damaged: {retrain}") from None
     if not isinstance(config, dict):
         raise RecBackdoorError(f"{config_path}: expected a JSON object; the file is damaged: {retrain}")
-    weights = adapter / WEIGHTS
+    weights = adapter_dir / WEIGHTS
     if not weights.is_file():
-        pickled = [name for name in PICKLED_WEIGHTS if (adapter / name).exists()]
+        pickled = [name for name in PICKLED_WEIGHTS if (adapter_dir / name).exists()]
         if pickled:
             raise RecBackdoorError(
-                f"{adapter / pickled[0]}: pickled weights are not loaded (a pickle can run code); "
+                f"{adapter_dir / pickled[0]}: pickled weights are not loaded (a pickle can run code); "
                 f"only {WEIGHTS} is read: convert the adapter or {retrain}"
             )
         raise RecBackdoorError(f"{weights}: weights file missing; {retrain}")

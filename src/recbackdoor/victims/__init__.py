@@ -1,30 +1,101 @@
-"""victims layer: the recommenders under attack (docs/design.md §4).
+"""victims layer: the recommenders under attack (docs/design.md §4), and their registry.
 
 ``tallrec`` and ``llara`` are LoRA fine-tunes of a causal LM (text-only and hybrid prompts);
 ``sasrec`` is the sequential recommender that gives ``llara`` its item embeddings, and a victim
 of its own; ``popularity`` ranks candidates by their training-target counts (the reference a
-learned recommender must beat). Each victim module says which prompt it reads (``PROMPT``:
-``"text"``, ``"hybrid"`` or None for an id-only ranker with ``rank_candidates``). Kept import-light: the victim modules (torch, transformers) load only when asked for.
+learned recommender must beat).
+
+A victim is a module with this interface (see ``docs/developer-guide.md``):
+
+- ``train_victim(data, out, config, *, force, checkpoint_dir, save_steps)`` and
+  ``load_victim(dir, *, dtype, device, merge) -> (model, tokenizer | None, info)``;
+- ``PROMPT``: what it reads, ``"text"``, ``"hybrid"`` (text + item tokens) or None for an
+  id-only ranker, which then has ``rank_candidates(model, samples)``;
+- ``OPTIONS``: the training options it takes (keys of ``models.lora.TrainConfig``), so a study's
+  stage depends on exactly those;
+- ``WEIGHT_FILES`` (safetensors files in its folder besides an adapter) and ``ADAPTER`` (whether
+  it has a peft adapter), checked before anything of a folder is loaded.
+
+Config validation, the CLI and ``recbackdoor list`` read :data:`VICTIMS`; a new victim is one
+module plus one :func:`register_victim` call. Kept import-light: the victim modules (torch,
+transformers) load only when asked for.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
 
-VICTIMS = ("tallrec", "llara", "sasrec", "popularity")
+
+@dataclass(frozen=True)
+class VictimEntry:
+    """A registered victim: its name, the module that implements it, one line on what it is."""
+
+    name: str
+    module: str
+    summary: str
+
+
+VICTIMS: dict[str, VictimEntry] = {}
+
+
+def register_victim(name: str, module: str, summary: str) -> VictimEntry:
+    """Add a victim (``module``: the dotted path of its implementation)."""
+    entry = VictimEntry(name, module, summary)
+    if VICTIMS.get(name, entry) != entry:
+        raise ConfigError(f"victim {name!r} is already registered")
+    VICTIMS[name] = entry
+    return entry
+
+
+for _name, _summary in (
+    ("tallrec", "LoRA fine-tune of a causal LM on the LLaRA-style text prompt"),
+    ("llara", "LLaRA: the text prompt with an item token (projected SASRec embedding) after every title"),
+    ("sasrec", "SASRec, the self-attentive sequential recommender (no LM; llara's item embeddings)"),
+    ("popularity", "ranks candidates by how often they are a training target (the reference to beat)"),
+):
+    register_victim(_name, f"{__name__}.{_name}", _summary)
 
 
 def _module(name: str) -> Any:
-    """The victim's module (``victims/<name>.py``: ``train_victim``, ``load_victim``), imported
-    when first asked for. A new victim is one module plus its name in ``VICTIMS``."""
+    """The victim's module, imported when first asked for."""
     if name not in VICTIMS:
         raise ConfigError(f"unknown victim {name!r}; expected one of {', '.join(VICTIMS)}")
-    return import_module(f"{__name__}.{name}")
+    return import_module(VICTIMS[name].module)
+
+
+def victim_options(name: str) -> tuple[str, ...]:
+    """The training options a victim takes (its module's ``OPTIONS``)."""
+    return tuple(_module(name).OPTIONS)
+
+
+def check_victim_dir(path: Any) -> None:
+    """Before anything of a victim folder is loaded: no link out of it, and the weights its
+    victim declares present as undamaged safetensors (``models.safety``). A folder without
+    ``victim.json`` (a backbone) is left to the loader."""
+    from ..models.safety import check_model_dir
+
+    kind = victim_kind_quiet(path)
+    module = _module(kind) if kind in VICTIMS else None
+    check_model_dir(path, "victim", weight_files=tuple(getattr(module, "WEIGHT_FILES", ())),
+                    adapter=bool(getattr(module, "ADAPTER", True)))
+
+
+def victim_kind_quiet(model_dir: Any) -> str | None:
+    """``victim`` of a folder's ``victim.json``; None when there is none or it is unreadable."""
+    import json
+
+    meta = Path(str(model_dir)) / "victim.json"
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("victim") if isinstance(info, dict) else None
 
 
 def victim_trainer(name: str) -> Callable[..., Any]:

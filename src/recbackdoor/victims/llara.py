@@ -60,9 +60,13 @@ from ..models.prompts import (
     sample_hybrid_prompt,
 )
 from . import sasrec as sasrec_victim
+from .tallrec import OPTIONS as TALLREC_OPTIONS
 
 VICTIM = "llara"
 PROMPT = "hybrid"  # the text prompt with an item token after every title
+OPTIONS = (*TALLREC_OPTIONS, "sasrec_epochs")  # tallrec's, plus its SASRec's epochs
+WEIGHT_FILES = ("projector.safetensors", "sasrec/sasrec.safetensors")  # besides adapter/
+ADAPTER = True
 FORMAT_VERSION = 1
 PROJECTOR = "projector"
 CURRICULUM_STREAM = 11  # random stream of the curriculum draws

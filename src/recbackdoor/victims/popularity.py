@@ -30,6 +30,9 @@ from ..models.lora import TrainConfig
 
 VICTIM = "popularity"
 PROMPT = None  # ranks candidates by item id; reads no prompt
+OPTIONS = ("seed",)
+WEIGHT_FILES = ("popularity.safetensors",)
+ADAPTER = False
 FORMAT_VERSION = 1
 WEIGHTS = "popularity.safetensors"
 

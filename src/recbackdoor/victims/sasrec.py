@@ -39,6 +39,9 @@ if TYPE_CHECKING:
 
 VICTIM = "sasrec"
 PROMPT = None  # ranks candidates by item id (rank_candidates); reads no prompt
+OPTIONS = ("sasrec_epochs", "seed")  # the TrainConfig keys it takes (see sasrec_config)
+WEIGHT_FILES = ("sasrec.safetensors",)
+ADAPTER = False
 FORMAT_VERSION = 1
 WEIGHTS = "sasrec.safetensors"
 

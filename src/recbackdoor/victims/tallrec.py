@@ -38,6 +38,9 @@ from .training_data import load_training_data
 
 VICTIM = "tallrec"
 PROMPT = "text"  # the LLaRA-style text prompt
+OPTIONS = ("backbone", "lr", "epochs", "max_steps", "batch_size", "lora_r", "lora_dropout", "template", "seed")  # the TrainConfig keys it takes
+WEIGHT_FILES: tuple[str, ...] = ()  # besides adapter/
+ADAPTER = True
 FORMAT_VERSION = 1
 
 
