@@ -68,11 +68,11 @@ def test_channels_can_be_chosen_before_fit_and_are_kept():
     assert flags(sc).tolist() == TRUTH.tolist()
 
 
-def test_set_evidence_maps_to_channels():
+def test_channels_switch_the_evidence_off_and_on():
     sc = planted_scanner().fit(CATALOG, "movies")
-    sc.set_evidence("off")
+    sc.set_channels("llm")
     assert sc.channels == "llm" and not sc.uses_evidence
-    sc.set_evidence("max")
+    sc.set_channels("both")
     assert sc.channels == "both" and sc.uses_evidence
 
 

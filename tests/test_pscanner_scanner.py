@@ -151,7 +151,7 @@ def test_save_load_round_trip_gives_same_scores(trained):
     info = again.explain(titles[-1])
     assert set(info) == {"title", "own", "fragment", "group"} and 0 <= info["own"] <= 1
     assert info["fragment"] == "" or info["fragment"].lower() in titles[-1].lower()
-    again.set_evidence("off")
+    again.set_channels("llm")
     assert again.threshold == pytest.approx(again.threshold_title)
     assert np.allclose(again.score(titles), again.title_scores(titles))
 

@@ -105,10 +105,11 @@ def scan_catalog(
     With ``scanner_dir`` a saved scanner is used; without, one is trained on this catalog
     first (``config``: a ScannerConfig). Either way the scanner is fitted to the catalog, so
     cross-title evidence (a fragment shared by suspicious titles) counts; ``evidence``
-    overrides a saved scanner's mode (off | max | mean; its calibrated threshold for that mode
-    is used, the per-title one for off)."""
+    overrides a saved scanner's mode: ``off`` decides by the per-title LLM channel alone (at
+    its per-title threshold), ``max`` by both channels."""
+    from .evidence import MODES
     from .scanner import load_scanner
-    from .train import ScannerConfig, train_scanner
+    from .train import CatalogTrainedScanner, ScannerConfig
 
     ids, titles = read_catalog(catalog, title_column, id_column)
     if scanner_dir is not None:
@@ -119,13 +120,15 @@ def scan_catalog(
                 "drop --domain or train a scanner for this domain"
             )
         if evidence is not None:
-            scanner.set_evidence(evidence)
+            if evidence not in MODES:
+                raise ConfigError(f"unknown evidence mode {evidence!r}; use one of {', '.join(MODES)}")
+            scanner.set_channels("llm" if evidence == "off" else "both")
     else:
         if domain is None:
             raise ConfigError("--domain is required when no --scanner is given (a scanner is trained on the catalog)")
-        scanner = train_scanner(titles, domain, config or ScannerConfig(), progress=progress, loader=loader)
-        scanner.progress = progress
-    scanner.fit(titles, scanner.domain)
+        # the catalog-trained scanner of `defend`, with the full training config by default
+        scanner = CatalogTrainedScanner(config or ScannerConfig(), progress=progress, loader=loader)
+    scanner.fit(titles, domain if scanner_dir is None else scanner.domain)
     scores = scanner.score(titles)
     flags = (scores >= scanner.threshold).astype(int)
     write_flagged(out, ids, titles, scores, flags)

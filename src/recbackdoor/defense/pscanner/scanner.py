@@ -148,13 +148,6 @@ class PScanner:
     def threshold(self, value: float) -> None:
         self._threshold_override = float(value)
 
-    def set_evidence(self, mode: str) -> None:
-        """Switch the cross-title evidence mode (``off`` uses the per-title threshold, i.e.
-        channels ``llm``; ``max`` both channels)."""
-        if mode not in MODES:
-            raise ConfigError(f"unknown evidence mode {mode!r}; use one of {', '.join(MODES)}")
-        self.set_channels("llm" if mode == "off" else "both")
-
     def set_channels(self, mode: str) -> PScanner:
         """Which channels decide (the ablation of docs/design.md §5); returns self. Works before or
         after ``fit`` (no refit, no rescoring: per-title scores are cached).

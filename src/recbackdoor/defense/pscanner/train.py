@@ -152,14 +152,17 @@ class CatalogTrainedScanner(PScanner):
     ``--scanner``. The robust first pass (``robust.py``) keeps the catalog's own repeated
     poison out of the negatives. A threshold set before ``fit`` survives the training."""
 
-    def __init__(self, config: ScannerConfig | None = None, *, progress: bool = False, **kwargs: Any) -> None:
+    def __init__(self, config: ScannerConfig | None = None, *, progress: bool = False,
+                 loader: Callable[..., tuple[Any, Any]] | None = None, **kwargs: Any) -> None:
         self.train_config = config or ScannerConfig.fast()
+        self.train_loader = loader  # how the backbone is loaded (None: the registry)
         super().__init__(backbone=self.train_config.backbone, progress=progress, **kwargs)
 
     def fit(self, titles: Sequence[str], domain: str) -> PScanner:
         titles = [str(t) for t in titles]
         if self.model is None:
-            trained = train_scanner(titles, domain, self.train_config, progress=self.progress)
+            trained = train_scanner(titles, domain, self.train_config, progress=self.progress,
+                                    loader=self.train_loader)
             override, channels = self._threshold_override, self.channels
             self.__dict__.update(trained.__dict__)
             self._threshold_override = override
