@@ -264,3 +264,14 @@ def test_llara_full_item_model_in_a_backdoor_study_sees_the_fake_users(shared_da
     for label, d in dirs.items():
         if label.startswith("train llara"):
             assert json.loads((d / "victim.json").read_text())["config"]["item_model"] in {str(m) for m in item_models}
+
+
+def test_learned_needs_twice_chance_and_three_untrained_standard_errors():
+    from recbackdoor.experiments.report import learned
+
+    untrained = {"model": "untrained", "HR@1": 0.10, "SE": 0.02, "chance": 0.1}
+    row = {"model": "tallrec", "chance": 0.1}
+    assert learned({**row, "HR@1": 0.20}, untrained) == "yes"
+    assert learned({**row, "HR@1": 0.19}, untrained) == "no"  # below 2x chance
+    assert learned({**row, "HR@1": 0.25}, {**untrained, "HR@1": 0.2}) == "no"  # within 3 SE of untrained
+    assert learned(untrained, untrained) == "-"

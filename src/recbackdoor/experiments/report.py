@@ -266,16 +266,27 @@ def write_report(run_dir: str | os.PathLike) -> Path:
 def utility_table(rows: list[dict[str, Any]]) -> list[str]:
     """Learning-curve rows: per dataset x model x budget, pooled HR@1 ± SE and per split."""
     splits = [s for s in ("valid", "test") if rows and s in rows[0]["splits"]]
-    lines = [f"| dataset | model | training samples | prompts | HR@1 pooled | {' | '.join(f'HR@1 {s}' for s in splits)} | HR@5 | vs chance |",
-             "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|"]
+    untrained = {r["dataset"]: r for r in rows if r["model"] == "untrained"}
+    lines = [f"| dataset | model | training samples | prompts | HR@1 pooled | {' | '.join(f'HR@1 {s}' for s in splits)} | HR@5 | vs chance | learned? |",
+             "|---|---|---|---|---|" + "---|" * len(splits) + "---|---|---|"]
     for r in rows:
         per = " | ".join(f"{r['splits'][s]['HR@1']:.3f} ± {_f(r['splits'][s]['SE'])}" for s in splits)
         hr5 = [r["splits"][s].get("HR@5") for s in splits]
         hr5_pooled = None if any(v is None for v in hr5) else sum(
             v * r["splits"][s]["n"] for v, s in zip(hr5, splits, strict=True)) / r["n"]
         lines.append(f"| {r['dataset']} | {r['model']} | {r['train_samples']} | {r['n']} | "
-                     f"**{r['HR@1']:.3f} ± {_f(r['SE'])}** | {per} | {_f(hr5_pooled)} | {r['HR@1'] / r['chance']:.2f}x |")
+                     f"**{r['HR@1']:.3f} ± {_f(r['SE'])}** | {per} | {_f(hr5_pooled)} | {r['HR@1'] / r['chance']:.2f}x | "
+                     f"{learned(r, untrained.get(r['dataset']))} |")
     return lines
+
+
+def learned(row: dict[str, Any], untrained: dict[str, Any] | None) -> str:
+    """The headline's test of a clean victim: HR@1 >= 2x chance and >= the untrained model's
+    + 3 standard errors (of the untrained rate); ``-`` for the untrained row itself."""
+    if row["model"] == "untrained" or untrained is None:
+        return "-"
+    ok = row["HR@1"] >= 2 * row["chance"] and row["HR@1"] >= untrained["HR@1"] + 3 * (untrained["SE"] or 0)
+    return "yes" if ok else "no"
 
 
 def plot_learning_curve(rows: list[dict[str, Any]], path: Path) -> bool:
