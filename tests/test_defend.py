@@ -182,3 +182,17 @@ def test_defend_retrain_trains_the_kind_of_victim_being_defended(poisoned_dir, t
     assert report["after_defense"]["victim"] == "popularity"
     assert read_json(out / "victim" / "victim.json")["victim"] == "popularity"
     assert report["before_defense"]["victim_dir"] == str(poisoned_victim)
+
+
+def test_defend_retrain_failure_keeps_the_sanitized_data_and_says_failed(poisoned_dir, tmp_path, monkeypatch):
+    import recbackdoor.defense.defend as defend_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("out of memory")
+
+    monkeypatch.setattr(defend_module, "retrain_and_evaluate", broken)
+    out = tmp_path / "defended"
+    with pytest.raises(RuntimeError, match="out of memory"):
+        defend(poisoned_dir, "stat", out, retrain=True, train_options={"backbone": "tiny-random"})
+    report = read_json(out / "defense_report.json")
+    assert report["retrain"] == "failed" and (out / "manifest.json").is_file()

@@ -197,6 +197,8 @@ def defend(
         )
         report["metrics"]["triggered_not_in_train"] = len(triggered - {r["item"] for r in rows})
 
+    if retrain:
+        report["retrain"] = "running"  # what a killed run leaves behind
     with atomic_output_dir(out, force=force) as tmp:
         write_dataset_files(sanitized, tmp)
         write_json(tmp / "detections.json", rows)
@@ -207,10 +209,11 @@ def defend(
         assert train_config is not None
         victim_dir = Path(victim_out) if victim_out is not None else Path(out) / "victim"
         report["retrain"] = "failed"
-        write_json(Path(out) / "defense_report.json", report)
-        report.update(retrain_and_evaluate(Path(out), victim_dir, train_config, eval_max_samples, model_dir, force))
-        report["retrain"] = "done"
-        write_json(Path(out) / "defense_report.json", report)
+        try:
+            report.update(retrain_and_evaluate(Path(out), victim_dir, train_config, eval_max_samples, model_dir, force))
+            report["retrain"] = "done"
+        finally:  # the sanitized dataset stays written either way; the report says how training ended
+            write_json(Path(out) / "defense_report.json", report)
     return report
 
 
