@@ -408,7 +408,7 @@ def _scanner_config(backbone: str, rounds: int, seed: int, max_titles: Optional[
 
     return ScannerConfig(
         backbone=backbone, rounds=rounds, seed=seed, max_titles=max_titles, evidence=evidence, policy=policy,
-        threshold="fpr" if target_fpr is not None else "best-f1",
+        threshold_rule="fpr" if target_fpr is not None else "best-f1",
         target_fpr=0.01 if target_fpr is None else target_fpr, use_agent=not no_agent, dtype=dtype,
     ).check()  # fmt: skip
 

@@ -73,7 +73,7 @@ def recalibrate(ctx: RoundContext) -> dict:
     sc = ctx.scanner
     sc.clear_cache()
     report = calibrate(
-        sc.title_scores, ctx.val, cfg.evidence, cfg.threshold, cfg.target_fpr, sc.evidence_options(),
+        sc.title_scores, ctx.val, cfg.evidence, cfg.threshold_rule, cfg.target_fpr, sc.evidence_options(),
         own_margin_logit=getattr(cfg, "own_margin_logit", 0.0),
     )
     sc.threshold_title = report["threshold_title"]

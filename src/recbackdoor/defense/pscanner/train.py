@@ -87,7 +87,7 @@ class ScannerConfig:
     # is a significance, and 3 poisoned titles (1%) are not significant in any catalog
     val_share: float = 0.03
     val_share_large: float = 0.2  # every other validation trigger (BadRec per-sample: 10-20%); 0: off
-    threshold: str = "best-f1"  # or "fpr"
+    threshold_rule: str = "best-f1"  # how the threshold is calibrated: best-f1 | fpr (a rule, not a score)
     target_fpr: float = 0.01
     evidence: str = "max"  # off | max (cross-title evidence, see evidence.py)
     evidence_min_count: int = 3
@@ -123,8 +123,8 @@ class ScannerConfig:
         return cls(**base)
 
     def check(self) -> ScannerConfig:
-        if self.threshold not in THRESHOLD_RULES:
-            raise ConfigError(f"threshold rule {self.threshold!r}: use one of {', '.join(THRESHOLD_RULES)}")
+        if self.threshold_rule not in THRESHOLD_RULES:
+            raise ConfigError(f"threshold rule {self.threshold_rule!r}: use one of {', '.join(THRESHOLD_RULES)}")
         if self.policy not in POLICIES:
             raise ConfigError(f"policy {self.policy!r}: use one of {', '.join(POLICIES)}")
         if self.evidence not in MODES:
