@@ -31,3 +31,12 @@ def test_every_registered_dataset_and_victim_has_its_module():
         module = import_module(f"recbackdoor.victims.{victim}")
         assert callable(module.train_victim) and callable(module.load_victim), victim
     assert set(detector_names("titles")) == {"pscanner", *BASELINES}
+
+
+def test_train_help_gives_each_victims_own_defaults(capsys):
+    from recbackdoor.victims import option_help
+
+    assert option_help("epochs", "1").startswith("default 1 (sasrec: 50")
+    assert option_help("lora_r", "8") == "default 8"  # no victim overrides it
+    assert main(["train", "--help"]) == 0
+    assert "sasrec: 50" in " ".join(capsys.readouterr().out.split())

@@ -9,6 +9,7 @@ from typing import Optional  # noqa: UP035  (typer needs Optional on py3.10)
 import typer
 
 from .errors import RecBackdoorError
+from .victims import option_help
 
 app = typer.Typer(
     help="Backdoor attacks (BadRec) and defenses (P-Scanner) for LLM-based recommenders.",
@@ -192,11 +193,11 @@ def train_cmd(
     out: str = typer.Option(..., "--out", help="Output directory for the victim (adapter + logs)."),
     victim: str = typer.Option("tallrec", "--victim", help="A registered victim (recbackdoor list): tallrec | llara | sasrec | popularity."),
     backbone: str = typer.Option("smollm2-135m", "--backbone", help="tiny-random | smollm2-135m | HF id | path (sasrec: not used)."),
-    epochs: Optional[float] = typer.Option(None, "--epochs", help="Training epochs (default 1)."),  # noqa: UP045
+    epochs: Optional[float] = typer.Option(None, "--epochs", help=f"Training epochs ({option_help('epochs', '1')})."),  # noqa: UP045
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="Stop after N optimizer steps."),  # noqa: UP045
     max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Use the first N training samples."),  # noqa: UP045
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (default 2e-4)."),  # noqa: UP045
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Samples per device step (default 8)."),  # noqa: UP045
+    lr: Optional[float] = typer.Option(None, "--lr", help=f"Peak learning rate ({option_help('lr', '2e-4')})."),  # noqa: UP045
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help=f"Samples per device step ({option_help('batch_size', '8')})."),  # noqa: UP045
     grad_accum: Optional[int] = typer.Option(None, "--grad-accum", help="Gradient accumulation steps (default 1)."),  # noqa: UP045
     dtype: Optional[str] = typer.Option(None, "--dtype", help="Weights: auto | bf16 | fp32."),  # noqa: UP045
     template: Optional[int] = typer.Option(None, "--template", help="Fixed prompt template (default: per sample)."),  # noqa: UP045
