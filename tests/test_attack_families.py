@@ -86,7 +86,7 @@ def test_family_members_found_in_the_catalog_are_never_drawn():
     [
         ({"level": "char", "trigger_family": "word"}, "--trigger-family word with --level char"),
         ({"level": "word", "trigger_family": "word", "trigger": "cf"}, "leave out --trigger"),
-        ({"level": "char", "trigger_family": "emoji"}, "unknown trigger level 'emoji'"),
+        ({"level": "char", "trigger_family": "emoji"}, "unknown trigger family 'emoji'"),
     ],
 )
 def test_bad_family_configs_are_one_line_errors(kwargs, message):

@@ -122,7 +122,7 @@ def attack_cmd(
         None, "--trigger", help="Trigger string; repeat for a list (each item gets one, seeded)."
     ),
     trigger_family: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--trigger-family", help="char | word | sentence: a different trigger of that family for every item (no --trigger)."
+        None, "--trigger-family", help="char | word | sentence | shape | lookalike | domain: a different trigger of that family for every item (no --trigger; see docs/user-guide/attack.md)."
     ),
     position: str = typer.Option("suffix", "--position", help="suffix | prefix | random."),
     ratio: float = typer.Option(0.01, "--ratio", help="Poisoning ratio P_R = m / (m + n)."),
@@ -143,6 +143,7 @@ def attack_cmd(
     import warnings
 
     from .attack import AttackConfig, poison, save_poisoned
+    from .attack.families import family_level
     from .data.io import load_dataset
     from .errors import ConfigError
     from .io_utils import check_output_dir
@@ -154,7 +155,7 @@ def attack_cmd(
         except ValueError as exc:
             raise ConfigError(f"--targets takes integer item ids, got {targets}") from exc
     config = AttackConfig(
-        level=level or trigger_family or "char",
+        level=level or (family_level(trigger_family) if trigger_family else "char"),
         trigger=tuple(trigger) if trigger else None,
         trigger_family=trigger_family,
         position=position,

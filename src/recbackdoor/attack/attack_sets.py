@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 
 from ..data.types import Catalog, Sample, SplitDataset
 from ..errors import DataError
-from .triggers import insert_trigger
+from .families import apply_member
 
 ATTACK_SETS = ("clean", "triggered-seen", "triggered-unseen")
 _BASE, _SEEN, _UNSEEN = 30, 31, 32  # random streams
@@ -137,9 +137,8 @@ def build_attack_sets(
     for s in base:
         item = s.candidates[_non_target_position(s, rng)]
         t = fresh[int(rng.integers(len(fresh)))] if len(fresh) > 1 else fresh[0]
-        unseen.append(
-            AttackPrompt(s, item, insert_trigger(catalog.titles[item], t, level, position, rng))
-        )
+        title = apply_member(catalog.titles[item], t, manifest.get("trigger_family"), level, position, rng)
+        unseen.append(AttackPrompt(s, item, title))
 
     return {
         "clean": tuple(AttackPrompt(s) for s in base),

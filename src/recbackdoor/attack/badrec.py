@@ -27,12 +27,11 @@ from ..data.types import SPLITS, Sample, SplitDataset
 from ..errors import ConfigError, DataError
 from ..io_utils import atomic_output_dir, dumps_json, library_versions, read_json, write_json
 from .attack_sets import AttackPrompt, build_attack_sets, save_attack_sets
-from .families import draw_family
+from .families import FAMILIES, apply_member, draw_family, family_level
 from .triggers import (
     check_level,
     check_position,
     edit_distance,
-    insert_trigger,
     normalize_triggers,
     occurs_in,
 )
@@ -60,7 +59,7 @@ class AttackConfig:
 
     level: str = "char"
     trigger: str | tuple[str, ...] | None = None  # None: the level's default for the domain
-    trigger_family: str | None = None  # a level: a different trigger of that family per item (families.py)
+    trigger_family: str | None = None  # a family (families.FAMILIES): a different trigger of it per item
     position: str = "suffix"
     ratio: float = 0.01  # P_R = m / (m + n)
     policy: str = "per-sample"
@@ -86,11 +85,12 @@ class AttackConfig:
             object.__setattr__(self, "trigger", tuple(self.trigger))
         normalize_triggers(self.trigger, self.level, "movies")  # raises on empty / bad triggers
         if self.trigger_family is not None:
-            check_level(self.trigger_family)
-            if self.trigger_family != self.level:
+            if self.trigger_family not in FAMILIES:
+                raise ConfigError(f"unknown trigger family {self.trigger_family!r}; use one of {', '.join(FAMILIES)}")
+            if family_level(self.trigger_family) != self.level:
                 raise ConfigError(
-                    f"--trigger-family {self.trigger_family} with --level {self.level}: the family is a level; "
-                    "give the same level to both, or only --trigger-family"
+                    f"--trigger-family {self.trigger_family} with --level {self.level}: that family is of level "
+                    f"{family_level(self.trigger_family)}; give that level, or only --trigger-family"
                 )
             if self.trigger is not None:
                 raise ConfigError("--trigger-family draws the triggers; leave out --trigger")
@@ -315,7 +315,7 @@ def poison(
     family: dict[int, str] = {}
     if config.trigger_family:
         per_item, held_out = draw_family(
-            config.level, catalog.domain, len(triggered), np.random.default_rng([seed, _FAMILY]), catalog.titles
+            config.trigger_family, catalog.domain, len(triggered), np.random.default_rng([seed, _FAMILY]), catalog.titles
         )
         family = dict(zip(triggered, per_item, strict=True))
         triggers = tuple(dict.fromkeys(per_item))
@@ -328,8 +328,8 @@ def poison(
         else:
             trig = triggers[int(rng.integers(len(triggers)))] if len(triggers) > 1 else triggers[0]
         item_triggers[item] = trig
-        new_titles[item] = insert_trigger(
-            catalog.titles[item], trig, config.level, config.position, rng
+        new_titles[item] = apply_member(
+            catalog.titles[item], trig, config.trigger_family, config.level, config.position, rng
         )
     poisoned_catalog = catalog.with_titles(new_titles)
 
@@ -368,7 +368,7 @@ def poison(
         "item_triggers": {str(i): item_triggers[i] for i in triggered}
         if len(triggers) > 1
         else None,
-        **({"trigger_family": config.level, "unseen_triggers": held_out} if config.trigger_family else {}),
+        **({"trigger_family": config.trigger_family, "unseen_triggers": held_out} if config.trigger_family else {}),
         "fake_sample_indices": fake_idx,
         "fake_users": [s.user for s in fake],
         "fake_history": config.fake_history,

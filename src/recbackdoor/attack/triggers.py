@@ -89,12 +89,13 @@ def insert_trigger(
     level: str = "char",
     position: str = "suffix",
     rng: np.random.Generator | None = None,
+    glue: str = CHAR_GLUE,
 ) -> str:
     """``title`` with ``trigger`` inserted at ``level`` and ``position`` (the paper's I(Y, t)).
 
     ``random`` picks a word boundary with ``rng`` (or a generator seeded by the inputs). A
-    char trigger is glued with ``_`` to the neighbouring word; word and sentence triggers are
-    separate tokens.
+    char trigger is glued with ``glue`` (``_``) to the neighbouring word; word and sentence
+    triggers are separate tokens.
     """
     check_level(level)
     check_position(position)
@@ -109,9 +110,9 @@ def insert_trigger(
         k = int((rng or _fallback_rng(title, trigger)).integers(0, len(words) + 1))
     if level == "char":
         if k == 0:
-            words[0] = f"{trigger}{CHAR_GLUE}{words[0]}"
+            words[0] = f"{trigger}{glue}{words[0]}"
         else:
-            words[k - 1] = f"{words[k - 1]}{CHAR_GLUE}{trigger}"
+            words[k - 1] = f"{words[k - 1]}{glue}{trigger}"
         return " ".join(words)
     return " ".join([*words[:k], trigger, *words[k:]])
 

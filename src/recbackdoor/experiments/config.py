@@ -66,7 +66,7 @@ class AttackSection(_Section):
     n_targets: int = Field(10, ge=1, description="Targets of the fixed policy.")
     fake_history: Literal["copy", "random", "popular"] = Field("copy", description="How fake users' histories are made.")
     triggers: dict[str, str] = Field({}, description="Trigger per level, e.g. {char = \"5v\"} (default: the level's default).")
-    trigger_family: bool = Field(False, description="A different trigger of the level's family per item (attack --trigger-family); not with `triggers`.")
+    trigger_family: bool | str = Field(False, description="A different trigger per item: true = each level's family; or a stealthy family shape | lookalike | domain (with its level in `levels`); not with `triggers`.")
     ratios_by_position: dict[str, list[float]] = Field({}, description="Ratios for one position instead of `ratios`, e.g. {suffix = [0.2]}.")
 
     @field_validator("ratios")
@@ -89,7 +89,21 @@ class AttackSection(_Section):
     def _family_or_triggers(self) -> AttackSection:
         if self.trigger_family and self.triggers:
             raise ValueError("trigger_family draws the triggers; leave out attack.triggers")
+        if isinstance(self.trigger_family, str):
+            from ..attack.families import STEALTH_FAMILIES, family_level
+
+            if self.trigger_family not in STEALTH_FAMILIES:
+                raise ValueError(f"unknown trigger family {self.trigger_family!r}; use true or one of {', '.join(STEALTH_FAMILIES)}")
+            if self.levels != [family_level(self.trigger_family)]:
+                raise ValueError(f"trigger family {self.trigger_family} is of level {family_level(self.trigger_family)}: "
+                                 f"set levels = [{family_level(self.trigger_family)!r}]")
         return self
+
+    def family_for(self, level: str) -> str | None:
+        """The family an attack at ``level`` draws its triggers from (None: one trigger)."""
+        if isinstance(self.trigger_family, str):
+            return self.trigger_family
+        return level if self.trigger_family else None
 
     def ratios_for(self, position: str) -> list[float]:
         return self.ratios_by_position.get(position, self.ratios)

@@ -115,8 +115,9 @@ class Study:
         options = {"data": data.key, "level": level, "position": position, "ratio": ratio,
                    "policy": a.policy, "n_targets": a.n_targets, "fake_history": a.fake_history,
                    "trigger": trigger, "seed": self.cfg.run.seed}
-        if a.trigger_family:  # only when set, so the keys of one-trigger stages stay as they were
-            options["trigger_family"] = True
+        family = a.family_for(level)
+        if family:  # only when set, so the keys of one-trigger stages stay as they were
+            options["trigger_family"] = True if family == level else family
 
         def build(out: Path, work: Path) -> None:
             import warnings
@@ -126,14 +127,15 @@ class Study:
 
             config = AttackConfig(level=level, trigger=trigger, position=position, ratio=ratio,
                                   policy=a.policy, n_targets=a.n_targets, fake_history=a.fake_history,
-                                  seed=self.cfg.run.seed, trigger_family=level if a.trigger_family else None)
+                                  seed=self.cfg.run.seed, trigger_family=family)
             data_dir = self.store.path(data)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 result = poison(load_dataset(data_dir), config, source=data_dir)
             save_poisoned(result, out)
 
-        label = f"attack {options['level']}{' family' if a.trigger_family else ''}/{position}/P_R={ratio}"
+        kind = "" if not family else " family" if family == level else f" {family} family"
+        label = f"attack {options['level']}{kind}/{position}/P_R={ratio}"
         return Stage("attack", label, options, build)
 
     def _train_options(self, victim: str = "tallrec") -> dict[str, Any]:
