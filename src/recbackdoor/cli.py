@@ -8,6 +8,7 @@ from typing import Optional  # noqa: UP035  (typer needs Optional on py3.10)
 
 import typer
 
+from .defense.registry import detector_names
 from .errors import RecBackdoorError
 from .victims import option_help
 
@@ -284,7 +285,7 @@ def evaluate_cmd(
 @app.command("defend")
 def defend_cmd(
     data: str = typer.Option(..., "--data", help="Dataset directory to scan (poisoned or not)."),
-    method: str = typer.Option(..., "--method", help="pscanner | onion | bki | stat | embed."),
+    method: str = typer.Option(..., "--method", help=f"A title detector: {' | '.join(detector_names('titles'))}."),
     out: str = typer.Option(..., "--out", help="Output directory for the sanitized dataset."),
     policy: str = typer.Option("drop-target", "--policy", help="drop-target | drop-any | strip."),
     backbone: Optional[str] = typer.Option(None, "--backbone", help="LM for onion/bki (default smollm2-135m)."),  # noqa: UP045

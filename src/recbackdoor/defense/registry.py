@@ -134,6 +134,8 @@ for _entry in (
                   "title representation most, shared by many titles", "titles", _baseline("bki"), victim="optional"),
     DetectorEntry("embed", "titles whose MiniLM sentence embedding is isolated from the catalog's "
                   "(isolation forest)", "titles", _baseline("embed")),
+    DetectorEntry("hidden-chars", "an invisible character between letters, or a look-alike letter of another "
+                  "script inside a word (Unicode TR39 confusables)", "titles", _baseline("hidden-chars")),
     DetectorEntry("strip", "STRIP (Gao et al., 2019) on prompts: a triggered prompt keeps its "
                   "recommendation under perturbation (detect-bench --methods strip --model VICTIM)",
                   "prompts", _strip, victim="required"),

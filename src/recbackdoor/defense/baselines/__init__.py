@@ -39,6 +39,12 @@ def _embed(**kw: Any) -> Detector:
     return _build(EmbedDetector, kw)
 
 
+def _hidden_chars(**kw: Any) -> Detector:
+    from .hidden_chars import HiddenCharDetector
+
+    return _build(HiddenCharDetector, kw)
+
+
 def _build(cls: type, options: dict[str, Any]) -> Detector:
     accepted = inspect.signature(cls).parameters
     return cls(**{k: v for k, v in options.items() if k in accepted and v is not None})
@@ -49,6 +55,7 @@ BASELINES: dict[str, Callable[..., Detector]] = {
     "bki": _bki,
     "stat": _stat,
     "embed": _embed,
+    "hidden-chars": _hidden_chars,
 }
 
 
