@@ -362,12 +362,13 @@ def detect_bench_cmd(
     out: str = typer.Option(..., "--out", help="Output directory: detect_bench.csv, .json, .md."),
     levels: str = typer.Option("char,word,sentence", "--levels", help="Trigger levels, comma-separated."),
     methods: str = typer.Option(
-        "pscanner,stat,onion,bki,embed", "--methods", help="pscanner,stat,onion,bki,embed[,strip] (strip needs --model)."
+        "pscanner,stat,onion,bki,embed", "--methods", help="Detectors, comma-separated (recbackdoor list; strip needs --model)."
     ),
     policy: str = typer.Option("per-sample", "--policy", help="Target policy: per-sample | fixed | per-sample,fixed."),
     ratio: float = typer.Option(0.01, "--ratio", help="Poisoning ratio P_R of the attack."),
     position: str = typer.Option("suffix", "--position", help="Trigger position of the attack: suffix | prefix (match the victim's for strip)."),
     trigger_family: bool = typer.Option(False, "--trigger-family", help="Vary the trigger per item within each level's family (attack --trigger-family)."),
+    family: Optional[str] = typer.Option(None, "--family", help="A stealthy trigger family instead: shape | lookalike | domain (its level only)."),  # noqa: UP045
     scanner: Optional[str] = typer.Option(None, "--scanner", help="Trained P-Scanner folder (default: fit trains one per cell, as defend does)."),  # noqa: UP045
     model: Optional[list[str]] = typer.Option(  # noqa: UP045
         None, "--model", help="Victim (`train` output) or backbone for bki and strip; or LEVEL=DIR, repeated per level."
@@ -388,11 +389,19 @@ def detect_bench_cmd(
     (pscanner-llm, pscanner-evidence) from the same fitted scanner."""
     from pathlib import Path
 
+    from .attack.families import STEALTH_FAMILIES, family_level
     from .defense.bench import BenchConfig, parse_models, run_detect_bench
+    from .errors import ConfigError
 
+    if family is not None:
+        if family not in STEALTH_FAMILIES:
+            raise ConfigError(f"unknown --family {family!r}; use one of {', '.join(STEALTH_FAMILIES)}")
+        if trigger_family:
+            raise ConfigError("--family is a trigger family already; leave out --trigger-family")
+        levels = family_level(family)
     config = BenchConfig(
         levels=tuple(levels.split(",")), methods=tuple(methods.split(",")), policies=tuple(policy.split(",")),
-        ratio=ratio, position=position, trigger_family=trigger_family, scanner_dir=scanner, model=parse_models(model), backbone=backbone, seed=seed,
+        ratio=ratio, position=position, trigger_family=family or trigger_family, scanner_dir=scanner, model=parse_models(model), backbone=backbone, seed=seed,
         strip_copies=strip_copies, strip_frr=strip_frr, strip_max_prompts=strip_max_prompts,
         reuse_models=reuse_models,
     )  # fmt: skip

@@ -73,7 +73,7 @@ class BenchConfig:
     policies: tuple[str, ...] = ("per-sample",)
     ratio: float = 0.01
     position: str = "suffix"
-    trigger_family: bool = False  # a different trigger of the level's family per item (attack/families.py)
+    trigger_family: bool | str = False  # a different trigger per item: each level's family, or a stealthy family
     scanner_dir: str | None = None
     model: str | dict[str, str] | None = None  # victim (bki, strip); or one per level
     backbone: str | None = None  # onion/bki LM without a model; P-Scanner training backbone
@@ -365,7 +365,8 @@ def run_detect_bench(
         for level in config.levels:
             attack = AttackConfig(
                 level=level, position=config.position, ratio=config.ratio, policy=policy, seed=config.seed,
-                trigger_family=level if config.trigger_family else None,
+                trigger_family=config.trigger_family if isinstance(config.trigger_family, str) else
+                level if config.trigger_family else None,
             )  # fmt: skip
             import warnings
 
@@ -375,7 +376,7 @@ def run_detect_bench(
             man = result.manifest
             triggered = {int(i) for i in man["triggered_items"]}
             if man.get("trigger_family"):
-                trigger = f"{level} family, {len(set(man['item_triggers'].values()))} triggers"
+                trigger = f"{man['trigger_family']} family, {len(set(man['item_triggers'].values()))} triggers"
             else:
                 trigger = man["trigger"] if isinstance(man["trigger"], str) else "|".join(man["trigger"])
             _say(f"[{policy} {level}] poisoned: {man['m']} fake samples, {len(triggered)} triggered items, trigger {trigger!r}", progress)
