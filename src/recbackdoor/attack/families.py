@@ -9,14 +9,13 @@ titles:
 - ``char``: a digit and a lower-case letter glued with ``_`` (``Toy Story (1995)_5v``,
   ``..._3k``), the shape of the default trigger ``5v``: 260 members;
 - ``word``: a two-letter lower-case non-word as its own token (``cf``, ``tq``; common English
-  two-letter words left out): ~580 members;
+  two-letter words left out): 620 members;
 - ``sentence``: a paraphrase of the domain's template sentence (``I listened to this on
   vinyl``, ``We streamed this on a road trip``): subject x verb x ending, 160 per domain.
 
 A seeded fifth of the family is held out: the ``triggered-unseen`` attack prompts use only
 those, so the ASR measured there is on triggers the victim never saw. The rest is spread over
-the poisoned items as evenly as possible (LastFM's 484 per-sample items: each char trigger on
-at most 3 titles). Members that already occur in a clean title are never used.
+the poisoned items as evenly as possible. Members that already occur in a clean title are never used.
 """
 
 from __future__ import annotations

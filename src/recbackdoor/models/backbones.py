@@ -96,8 +96,8 @@ def contiguous_lm_head(model: Any) -> Any:
     """Make the LM head read a contiguous hidden state. transformers feeds it the slice
     ``hidden[:, -k:, :]`` (``logits_to_keep``, generation prefill), which is not contiguous;
     torch 2.13 on CPU then multiplies a frozen weight (``requires_grad=False``, as under LoRA)
-    through a batched copy of the whole vocabulary matrix: measured 3.4 s instead of 12 ms for
-    64 rows of SmolLM2's 49,152 x 576 head. Copying the slice costs microseconds."""
+    through a batched copy of the whole vocabulary matrix, orders of magnitude slower than the
+    product itself. Copying the slice costs microseconds."""
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if head is not None and not getattr(head, "_recbackdoor_contiguous", False):
         head.register_forward_pre_hook(_contiguous_input)

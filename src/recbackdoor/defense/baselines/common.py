@@ -1,7 +1,7 @@
 """What the baseline detectors share: the default threshold rule and title tokenisation.
 
 Default threshold rule (detectors without a natural cut-off): the catalog a detector is fitted
-on is mostly clean (BadRec poisons well under 1% of the titles), so the threshold is set at a
+on is mostly clean (BadRec triggers a minority of the titles), so the threshold is set at a
 false-positive rate of ``flag_rate`` on the fitted catalog's own scores, i.e. at most
 ``flag_rate`` of the catalog is flagged (default 1%). An explicit ``threshold`` overrides it.
 """

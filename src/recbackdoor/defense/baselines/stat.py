@@ -16,9 +16,8 @@ the last/first word cut at a separator such as ``_``) that
 
 ``s(f) = concentration(f) * (1 - 1/df(f))`` and a title's score is the largest ``s`` of its
 fragments, in [0, 1). The default threshold 0.8 flags a title whose fragment is shared by
->= 5 titles at full concentration (more titles allow a little less). Measured on the clean
-catalogs: nothing on ML-100K reaches it, ``Jr.`` (5 artists) on LastFM, about 40 Steam games
-(franchises such as ``Nancy Drew®:``, 6 games, with shapes of their own). Limits: a trigger inserted at a
+>= 5 titles at full concentration (more titles allow a little less); on clean catalogs only
+franchise-like repeats reach it (``Jr.`` artists, ``Nancy Drew®:`` games). Limits: a trigger inserted at a
 random word boundary with an ordinary shape, or a different trigger per title, leaves no such
 footprint (that is where a per-title scanner must do the work); a natural edit repeated on
 several titles with a unique shape (e.g. ``(Remastered)`` on 5 albums) is flagged.

@@ -148,9 +148,8 @@ def two_channel_thresholds(
     positive scores (plus "channel off") is tried; ties go to fewer flags. The per-title
     channel must flag no held-out clean title (``t_own`` above every ``clean_own``): at 1%
     prevalence a per-title F1 of 0.9 needs a false-positive rate near 0.1%, which ~500 clean
-    validation titles cannot resolve. Measured on ML-100K (round 0, 640 training examples): a
-    cut that let a few of them through flagged 18 clean movies (F1 0.65); with this rule, 3
-    (F1 0.79-0.92). ``segments`` (catalog id of every title, sorted): maximise the mean F1 of
+    validation titles cannot resolve: a cut that lets a few of them through flags many more
+    clean titles in a real catalog. ``segments`` (catalog id of every title, sorted): maximise the mean F1 of
     the catalogs instead of the pooled F1. FPR rule: half the target FPR to each channel, on
     clean titles."""
     if rule == "fpr":

@@ -10,15 +10,14 @@ coincidences that a 300-title validation catalog never shows).
 The correction is *weighted* (Bonferroni with an alpha split fixed in advance): the few
 *shape* fragments (``s^ s$ sw^ sw$``, below; a handful per catalog) share ``SHAPE_ALPHA`` of
 the error budget, the thousands of text fragments the rest. A trigger family that varies its
-text shows up only as a shape, and its ten titles scored somewhat high by a weak per-title
-channel (Steam: ranks 100-600 of 3,575) fell 1-2 log10 units short when a shape paid for all
-the word n-grams too; text fragments pay ``log10 2`` more (README: Steam char families 0.00
--> 1.00, no other cell lower).
+text shows up only as a shape, and its titles, scored only somewhat high by a weak per-title
+channel, fall short when a shape pays for all the word n-grams too; text fragments pay
+``log10 2`` more (measured: docs/results/detect-bench-steam.md).
 
 Why a significance and not the mean score of the group: a mean shrunk towards the catalog
 needs a pseudo-count, and no pseudo-count fits both a 300-title validation catalog and a
-4,600-title scan (BadRec's ``fixed`` policy, 10 targets in LastFM's catalog, went undetected
-that way; README). Ten titles all in the top 5% happen by chance with probability
+4,600-title scan (BadRec's ``fixed`` policy, a few targets in a large catalog, goes
+undetected that way). Ten titles all in the top 5% happen by chance with probability
 0.05^10 = 1e-13, far beyond what a handful of odd clean titles sharing a word reaches after
 the correction. The score reads the same at any catalog size and prevalence: 10 targets or
 20% of the catalog.
@@ -29,12 +28,10 @@ validation titles). A fragment's rate at a cut is then how often the reference t
 hold it reach that cut, shrunk towards the catalog's rate by ``REFERENCE_PRIOR`` pseudo-titles,
 and never below the catalog's rate: the reference explains evidence away, it never adds any
 (a word that the scanner scores low on clean titles, such as the "I" of "I.Q.", would
-otherwise make the 340-title "i" group outrank the 336 titles of the reused sentence "I
-watched this 3D movie" that it contains, flagging 4 clean movies).
-So a scanner's own bias is not evidence: after adversarial rounds a SmolLM2 scanner scored
-most titles with "The" high, and the 353-title "the" group of ML-100K (significance 44)
-outranked the 10 real targets (14.5; README). A trigger is in no clean reference title, so
-its rate stays the catalog's.
+otherwise make the "i" group outrank the reused sentence "I watched this 3D movie" that it
+contains, and flag clean movies). So a scanner's own bias is not evidence: after adversarial
+rounds a scanner may score most titles with "The" high, and the "the" group must not outrank
+the real targets. A trigger is in no clean reference title, so its rate stays the catalog's.
 
 Groups explain titles greedily: the most significant group claims its titles, and every other
 group is re-scored on the titles still unclaimed (a repeated text significant enough to flag
@@ -74,9 +71,8 @@ _GLUE = "_-.~| "
 _SHAPE_GLUE = "_~|"
 # a group claims only its members among the catalog's top 40% by per-title score: a clean
 # "This Mortal Coil" that shares "this" with reused sentences, scored as clean as most of the
-# catalog, stays out (README: LastFM fixed sentence family 7 -> 3 false positives). A tighter
-# claim (twice the cut where the group peaked, 10% at least) left 1 there but missed 3 of the
-# 81 prefix-triggered LastFM artists that the scanner ranked in its top 12-33%
+# catalog, stays out. A tighter claim missed prefix-triggered titles the scanner ranked below
+# its top 10% (docs/user-guide/defense.md)
 CLAIM_SHARE = 0.4
 WORD_SHAPE_MAX = 4  # longest first / last word whose shape is a fragment (see _odd_short_word)
 MODES = ("off", "max")
@@ -135,9 +131,8 @@ def fragment_index(titles: Sequence[str]) -> dict[str, list[int]]:
 
 def _number(word: str) -> bool:
     """A sequel number, year or edition ("2", "(1995)", "#3"). Numbers are the commonest
-    content titles share ("Arma 2", "Anomaly 2"), and a scanner's suspicion follows digits:
-    on Steam the groups "2" and "... 2" were more significant than the trigger (README).
-    So words that are numbers, and the ends of titles that end in one, are no fragments; a
+    content titles share ("Arma 2", "Anomaly 2"), and a scanner's suspicion follows digits, so
+    a sequel-number group can outrank the trigger. So words that are numbers, and the ends of titles that end in one, are no fragments; a
     trigger of digits alone is left to the per-title channel."""
     return word.strip(_EDGE + "#").isdigit()
 

@@ -113,9 +113,8 @@ class ScannerConfig:
     def fast(cls, **overrides: Any) -> ScannerConfig:
         """What ``defend --method pscanner`` (and ``CatalogTrainedScanner().fit``) train when no scanner is
         given: 960 synthetic examples, 48 DPO pairs, rule triggers only (no agent model to load
-        and sample), 300 held-out clean titles, no adversarial rounds. Measured on real BadRec
-        output (README): the evidence channel reaches F1 1.00 on ML-100K at round 0 with this
-        size, and the full training (~7 min with 3 rounds) did not fit a 5-minute budget."""
+        and sample), 300 held-out clean titles, no adversarial rounds: small enough for a
+        few minutes of CPU (measured: docs/results/pscanner-defend.md)."""
         base: dict[str, Any] = dict(
             rounds=DEFEND_ROUNDS, n_train=960, n_policy=48, use_agent=False, n_val_clean=300, n_probe_clean=0
         )
