@@ -314,7 +314,11 @@ def plot_learning_curve(rows: list[dict[str, Any]], path: Path) -> bool:
             ax.axhline(r["HR@1"], color=c, ls="-.", lw=1, label=f"{r['model']} ({r['train_samples']}): {r['HR@1']:.3f}")
             ax.axhspan(r["HR@1"] - r["SE"], r["HR@1"] + r["SE"], color=c, alpha=0.12)
         ax.axhline(mine[0]["chance"], color="black", ls=":", lw=0.8, label=f"chance ({mine[0]['chance']:.2f})")
+        budgets = sorted({r["train_samples"] for rs in curves.values() for r in rs})
         ax.set_xscale("log")
+        if budgets:
+            ax.set_xticks(budgets, [str(b) for b in budgets])
+            ax.minorticks_off()
         ax.set_xlabel("clean training samples of the LoRA fine-tune")
         ax.set_ylabel(f"HR@1 ({mine[0]['n']} prompts, ± 1 SE)")
         ax.set_title(f"{ds}: does the victim learn to recommend?")
