@@ -1,5 +1,6 @@
 """The runner with the three victims: configs/victims_lastfm.toml plans the demo's tallrec
-stages under the same keys (so a finished demo is reused) and gives each victim its options."""
+stages (the demo's cell at P_R 0.2) under the same keys, so they are reused, and gives each
+victim its options."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from recbackdoor.experiments.stages import StageStore
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _study(name: str, tmp_path: Path) -> Study:
-    return Study(load_config(ROOT / "configs" / name), tmp_path, StageStore(tmp_path / "stages"))
+def _study(name: str, tmp_path: Path, overrides: list[str] | None = None) -> Study:
+    return Study(load_config(ROOT / "configs" / name, overrides), tmp_path, StageStore(tmp_path / "stages"))
 
 
 def test_victims_config_reuses_the_demo_and_passes_each_victim_its_options(tmp_path):
     victims = _study("victims_lastfm.toml", tmp_path)
-    demo = _study("demo.toml", tmp_path)
+    demo = _study("demo.toml", tmp_path, ["attack.ratios=[0.2]"])  # the demo's cell at the victims' P_R
     assert [c.victim for c in victims.cells] == ["sasrec", "tallrec", "llara"]
     trains = {s.name: s for s in victims.stages.values() if s.kind == "train"}
     demo_trains = {s.name for s in demo.stages.values() if s.kind == "train" and "defended" not in s.label}
