@@ -134,6 +134,9 @@ def _save(fig: Any, ax: Any, path: Path, legend_size: int = 8) -> bool:
 
 
 def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
+    """ASR on triggered-unseen items (left) and HR@1 on clean prompts (right) against P_R, the
+    poisoned and the clean-trained model, one line per dataset x level x position; only lines
+    with more than one P_R are drawn."""
     import matplotlib.pyplot as plt
 
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
@@ -142,23 +145,30 @@ def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
     groups = {k: rs for k, rs in groups.items() if len({r["ratio"] for r in rs}) > 1}
     if not groups:  # one P_R per line: nothing to plot against
         return False
-    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    fig, (ax, ax_hr) = plt.subplots(1, 2, figsize=(11, 4.2))
     for (ds, _victim, level, pos), rs in sorted(groups.items()):
         rs = sorted(rs, key=lambda r: r["ratio"])
         x = [100 * r["ratio"] for r in rs]
         for model, style in (("poisoned", "-o"), ("clean", ":x")):
             y = [r["models"][model]["ASR"].get(SETS[1]) for r in rs]
             err = [r["models"][model]["SE"]["ASR"].get(SETS[1]) for r in rs]
-            if any(v is None for v in y):
-                continue
-            ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=f"{ds} {level} {pos}: {model}")
+            if not any(v is None for v in y):
+                ax.errorbar(x, y, yerr=err, fmt=style, capsize=3, label=f"{ds} {level} {pos}: {model}")
+            hr = [r["models"][model].get("HR@1") for r in rs]
+            hr_err = [r["models"][model]["SE"].get("HR@1") for r in rs]
+            if not any(v is None for v in hr):
+                ax_hr.errorbar(x, hr, yerr=hr_err, fmt=style, capsize=3, label=f"{ds} {level} {pos}: {model}")
     chance = runs[0]["chance"]
-    ax.axhline(chance, color="grey", lw=0.8, ls="--", label=f"chance ({chance:.2f})")
-    ax.set_xlabel("poisoning ratio P_R (%)")
+    for a in (ax, ax_hr):
+        a.axhline(chance, color="grey", lw=0.8, ls="--", label=f"chance ({chance:.2f})")
+        a.set_xlabel("poisoning ratio P_R (%)")
     ax.set_ylabel("ASR on triggered-unseen items")
     ax.set_ylim(-0.02, 1.02)
-    ax.set_title("BadRec: attack success vs poisoning ratio (± 1 SE)")
-    return _save(fig, ax, path, legend_size=7)
+    ax.set_title("BadRec: attack success vs poisoning ratio (± 1 SE)", fontsize=9)
+    ax.legend(fontsize=7)
+    ax_hr.set_ylabel("HR@1 on clean prompts")
+    ax_hr.set_title("Stealth: recommendation quality vs poisoning ratio (± 1 SE)", fontsize=9)
+    return _save(fig, ax_hr, path, legend_size=7)
 
 
 def plot_defense(runs: list[dict[str, Any]], path: Path) -> bool:
