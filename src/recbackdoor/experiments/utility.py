@@ -26,23 +26,16 @@ class UtilityStudy(Study):
         self.rows: list[tuple[dict[str, Any], dict[str, Stage]]] = []  # (row labels, split -> eval stage)
         for ds in cfg.data.datasets:
             full = self._add(self._data_stage(ds, None))
-            item_model = None
             for ref in u.references:
-                if ref == "untrained":
-                    evals = {s: self._add(self._split_eval_stage(None, full, s, "untrained")) for s in u.splits}
-                    self.rows.append(({"dataset": ds, "model": "untrained", "train_samples": 0}, evals))
-                    continue
-                model = self._add(self._train_stage(full, ref, "reference"))
-                item_model = model if ref == "sasrec" else item_model
+                model = None if ref == "untrained" else self._add(self._train_stage(full, ref, "reference"))
                 evals = {s: self._add(self._split_eval_stage(model, full, s, ref)) for s in u.splits}
-                self.rows.append(({"dataset": ds, "model": ref, "train_samples": len_label(None)}, evals))
+                self.rows.append(({"dataset": ds, "model": ref, "train_samples": 0 if model is None else "all"}, evals))
+            item_data = full if cfg.train.llara_item_data == "full" else None
             for n in u.train_samples:
                 data = self._add(self._data_stage(ds, n))
                 for victim in cfg.train.victims:
-                    use_full = victim == "llara" and cfg.train.llara_item_data == "full"
-                    if use_full and item_model is None:
-                        item_model = self._add(self._train_stage(full, "sasrec", "reference"))
-                    model = self._add(self._train_stage(data, victim, "clean", item_model if use_full else None))
+                    # a hybrid victim's item model: the full-split SASRec, the reference row's stage
+                    model = self._add(self._victim_stage(data, victim, "clean", item_data, data))
                     evals = {s: self._add(self._split_eval_stage(model, full, s, f"{victim} n={n}")) for s in u.splits}
                     self.rows.append(({"dataset": ds, "model": victim, "train_samples": n}, evals))
 
@@ -80,8 +73,3 @@ def split_metrics(ev: dict[str, Any]) -> dict[str, Any]:
     n = ev["n_samples"]
     return {"HR@1": ev["HR@1"], "SE": rate_se(ev["HR@1"], n), "HR@5": ev.get("HR@5"),
             "NDCG@10": ev.get("NDCG@10"), "n": n}
-
-
-def len_label(n: int | None) -> str:
-    """The training budget of a reference row: the full split."""
-    return "all" if n is None else str(n)

@@ -90,22 +90,10 @@ def check_victim_dir(path: Any) -> None:
     ``victim.json`` (a backbone) is left to the loader."""
     from ..models.safety import check_model_dir
 
-    kind = victim_kind_quiet(path)
+    kind = victim_kind(path)
     module = _module(kind) if kind in VICTIMS else None
     check_model_dir(path, "victim", weight_files=tuple(getattr(module, "WEIGHT_FILES", ())),
                     adapter=bool(getattr(module, "ADAPTER", True)))
-
-
-def victim_kind_quiet(model_dir: Any) -> str | None:
-    """``victim`` of a folder's ``victim.json``; None when there is none or it is unreadable."""
-    import json
-
-    meta = Path(str(model_dir)) / "victim.json"
-    try:
-        info = json.loads(meta.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    return info.get("victim") if isinstance(info, dict) else None
 
 
 def victim_trainer(name: str) -> Callable[..., Any]:
@@ -125,13 +113,15 @@ def rank_with(name: str, model: Any, samples: Any) -> list[Any]:
 
 
 def victim_kind(model_dir: Any) -> str | None:
-    """The victim a folder holds (``victim.json``), or None for a bare backbone."""
-    path = Path(str(model_dir))
-    if (path / "victim.json").is_file():
-        from ..io_utils import read_json
+    """The victim a folder holds (``victim.json``); None for a bare backbone, or when the file
+    is unreadable (the loader then reports it, in one line)."""
+    import json
 
-        return read_json(path / "victim.json").get("victim")
-    return None
+    try:
+        info = json.loads((Path(str(model_dir)) / "victim.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return info.get("victim") if isinstance(info, dict) else None
 
 
 def load_victim(model_dir: Any, **kwargs: Any) -> tuple[Any, Any, dict[str, Any]]:
