@@ -75,6 +75,8 @@ class AttackConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        if self.trigger_family is not None and self.trigger_family not in FAMILIES:  # before the level it implies
+            raise ConfigError(f"unknown trigger family {self.trigger_family!r}; use one of {', '.join(FAMILIES)}")
         check_level(self.level)
         check_position(self.position)
         _one_of("policy", self.policy, POLICIES)
@@ -85,8 +87,6 @@ class AttackConfig:
             object.__setattr__(self, "trigger", tuple(self.trigger))
         normalize_triggers(self.trigger, self.level, "movies")  # raises on empty / bad triggers
         if self.trigger_family is not None:
-            if self.trigger_family not in FAMILIES:
-                raise ConfigError(f"unknown trigger family {self.trigger_family!r}; use one of {', '.join(FAMILIES)}")
             if family_level(self.trigger_family) != self.level:
                 raise ConfigError(
                     f"--trigger-family {self.trigger_family} with --level {self.level}: that family is of level "
