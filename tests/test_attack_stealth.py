@@ -95,12 +95,33 @@ def test_study_config_takes_a_stealthy_family_with_its_level(tmp_path):
 
     good = tmp_path / "good.toml"
     good.write_text('[attack]\nlevels = ["char"]\ntrigger_family = "lookalike"\n')
-    assert load_config(good).attack.family_for("char") == "lookalike"
+    assert load_config(good).attack.attacks() == [("char", "lookalike")]
     bad = tmp_path / "bad.toml"
     bad.write_text('[attack]\nlevels = ["word"]\ntrigger_family = "lookalike"\n')
-    with pytest.raises(ConfigError, match="is of level char"):
+    with pytest.raises(ConfigError, match="of level\\(s\\) char"):
         load_config(bad)
     worse = tmp_path / "worse.toml"
     worse.write_text('[attack]\nlevels = ["char"]\ntrigger_family = "zalgo"\n')
     with pytest.raises(ConfigError, match="unknown trigger family 'zalgo'"):
         load_config(worse)
+
+
+def test_study_config_takes_a_list_of_families_one_attack_each(tmp_path):
+    from recbackdoor.experiments.config import load_config
+
+    cfg = tmp_path / "families.toml"
+    cfg.write_text('[attack]\nlevels = ["char", "word"]\ntrigger_family = ["shape", "domain", "lookalike"]\n')
+    assert load_config(cfg).attack.attacks() == [("char", "shape"), ("word", "domain"), ("char", "lookalike")]
+    for body, message in (
+        ('levels = ["char"]\ntrigger_family = ["shape", "domain"]', "of level\\(s\\) char, word"),
+        ('levels = ["char"]\ntrigger_family = ["shape", "shape"]', "distinct family names"),
+        ('levels = ["char"]\ntrigger_family = []', "distinct family names"),
+        ('levels = ["char"]\ntrigger_family = ["shape", "zalgo"]', "unknown trigger family 'zalgo'"),
+    ):
+        cfg.write_text(f"[attack]\n{body}\n")
+        with pytest.raises(ConfigError, match=message):
+            load_config(cfg)
+    cfg.write_text('[attack]\nlevels = ["char", "word"]\ntrigger_family = true\n')
+    assert load_config(cfg).attack.attacks() == [("char", "char"), ("word", "word")]
+    cfg.write_text('[attack]\nlevels = ["word"]\n')
+    assert load_config(cfg).attack.attacks() == [("word", None)]

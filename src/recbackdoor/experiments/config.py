@@ -66,7 +66,7 @@ class AttackSection(_Section):
     n_targets: int = Field(10, ge=1, description="Targets of the fixed policy.")
     fake_history: Literal["copy", "random", "popular"] = Field("copy", description="How fake users' histories are made.")
     triggers: dict[str, str] = Field({}, description="Trigger per level, e.g. {char = \"5v\"} (default: the level's default).")
-    trigger_family: bool | str = Field(False, description="A different trigger per item: true = each level's family; or a stealthy family shape | lookalike | domain (with its level in `levels`); not with `triggers`.")
+    trigger_family: bool | str | list[str] = Field(False, description="A different trigger per item: true = each level's family; or stealthy families shape | lookalike | domain, one name or a list (one attack per family; `levels` = the families' levels); not with `triggers`.")
     ratios_by_position: dict[str, list[float]] = Field({}, description="Ratios for one position instead of `ratios`, e.g. {suffix = [0.2]}.")
 
     @field_validator("ratios")
@@ -89,21 +89,29 @@ class AttackSection(_Section):
     def _family_or_triggers(self) -> AttackSection:
         if self.trigger_family and self.triggers:
             raise ValueError("trigger_family draws the triggers; leave out attack.triggers")
-        if isinstance(self.trigger_family, str):
+        if isinstance(self.trigger_family, (str, list)):
             from ..attack.families import STEALTH_FAMILIES, family_level
 
-            if self.trigger_family not in STEALTH_FAMILIES:
-                raise ValueError(f"unknown trigger family {self.trigger_family!r}; use true or one of {', '.join(STEALTH_FAMILIES)}")
-            if self.levels != [family_level(self.trigger_family)]:
-                raise ValueError(f"trigger family {self.trigger_family} is of level {family_level(self.trigger_family)}: "
-                                 f"set levels = [{family_level(self.trigger_family)!r}]")
+            names = [self.trigger_family] if isinstance(self.trigger_family, str) else self.trigger_family
+            if not names or len(set(names)) != len(names):
+                raise ValueError("trigger_family: give distinct family names")
+            _one_of(names, STEALTH_FAMILIES, "trigger family")
+            levels = list(dict.fromkeys(family_level(f) for f in names))
+            if sorted(self.levels) != sorted(levels):
+                raise ValueError(f"trigger families {', '.join(names)} are of level(s) {', '.join(levels)}: "
+                                 f"set levels = {levels!r}")
         return self
 
-    def family_for(self, level: str) -> str | None:
-        """The family an attack at ``level`` draws its triggers from (None: one trigger)."""
+    def attacks(self) -> list[tuple[str, str | None]]:
+        """(level, family) of every attack of a cell row: one per level, or one per stealthy
+        family at its own level; family None = the level's one trigger, = level: its family."""
+        from ..attack.families import family_level
+
         if isinstance(self.trigger_family, str):
-            return self.trigger_family
-        return level if self.trigger_family else None
+            return [(family_level(self.trigger_family), self.trigger_family)]
+        if isinstance(self.trigger_family, list):
+            return [(family_level(f), f) for f in self.trigger_family]
+        return [(level, level if self.trigger_family else None) for level in self.levels]
 
     def ratios_for(self, position: str) -> list[float]:
         return self.ratios_by_position.get(position, self.ratios)

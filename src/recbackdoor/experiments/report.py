@@ -42,8 +42,14 @@ def _trigger(run: dict[str, Any]) -> str:
     return f"family of {len(trig)}: `{trig[0]}`, `{trig[1]}`, ..." if len(trig) > 2 else " ".join(f"`{t}`" for t in trig)
 
 
+def _level(run: dict[str, Any]) -> str:
+    """The level, and the stealthy family a cell's triggers come from."""
+    family = run.get("trigger_family")
+    return run["level"] if not family or family == run["level"] else f"{run['level']} ({family})"
+
+
 def _cell_name(run: dict[str, Any]) -> str:
-    return f"{run['dataset']} / {run['victim']} / {run['level']} {_trigger(run)} {run['position']} / P_R {run['ratio']}"
+    return f"{run['dataset']} / {run['victim']} / {_level(run)} {_trigger(run)} {run['position']} / P_R {run['ratio']}"
 
 
 def attack_table(runs: list[dict[str, Any]]) -> list[str]:
@@ -52,7 +58,7 @@ def attack_table(runs: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in runs:
-        head = (f"| {r['dataset']} | {r['victim']} | {r['level']} {_trigger(r)} | {r['position']} | "
+        head = (f"| {r['dataset']} | {r['victim']} | {_level(r)} {_trigger(r)} | {r['position']} | "
                 f"{r['ratio']} ({r['m']}/{r['n']}) | {r['prompts'].get('clean')} |")
         for i, name in enumerate(("untrained", "clean", "poisoned")):
             m = r["models"].get(name)
@@ -68,7 +74,7 @@ def attack_table(runs: list[dict[str, Any]]) -> list[str]:
 def sweep_table(runs: list[dict[str, Any]]) -> list[str]:
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
-        groups[(r["dataset"], r["victim"], r["level"], r["position"])].append(r)
+        groups[(r["dataset"], r["victim"], _level(r), r["position"])].append(r)
     lines = ["| dataset | victim | level | position | P_R | fake m | HR@1 poisoned | ASR unseen clean-trained | ASR unseen poisoned | effect |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     for (ds, victim, level, pos), rs in groups.items():
@@ -141,7 +147,7 @@ def plot_asr_vs_ratio(runs: list[dict[str, Any]], path: Path) -> bool:
 
     groups: dict[tuple, list[dict[str, Any]]] = defaultdict(list)
     for r in runs:
-        groups[(r["dataset"], r["victim"], r["level"], r["position"])].append(r)
+        groups[(r["dataset"], r["victim"], _level(r), r["position"])].append(r)
     groups = {k: rs for k, rs in groups.items() if len({r["ratio"] for r in rs}) > 1}
     if not groups:  # one P_R per line: nothing to plot against
         return False
@@ -204,7 +210,7 @@ def plot_detection(runs: list[dict[str, Any]], path: Path) -> bool:
     for r in runs:
         for det, d in r["detection"].items():
             if d.get("f1") is not None:
-                f1[det][r["level"]].append(d["f1"])
+                f1[det][_level(r)].append(d["f1"])
     if not f1:
         return False
     levels = sorted({lv for d in f1.values() for lv in d})

@@ -35,6 +35,7 @@ class Cell:
     position: str
     ratio: float
     attack: Stage
+    family: str | None = None  # the trigger family the attack draws from (None: one trigger)
     models: dict[str, Stage] = field(default_factory=dict)  # model name -> its eval stage
     defenses: dict[str, Stage] = field(default_factory=dict)  # detector -> defend stage
 
@@ -61,11 +62,11 @@ class Study:
             full = self._add(self._data_stage(ds, None)) if cfg.train.llara_item_data == "full" else None
             for victim in cfg.train.victims:
                 clean = self._add(self._victim_stage(data, victim, "clean", full, data))
-                for level in cfg.attack.levels:
+                for level, family in cfg.attack.attacks():
                     for position in cfg.attack.positions:
                         for ratio in cfg.attack.ratios_for(position):
-                            attack = self._add(self._attack_stage(data, level, position, ratio))
-                            cell = Cell(ds, victim, level, position, ratio, attack)
+                            attack = self._add(self._attack_stage(data, level, position, ratio, family))
+                            cell = Cell(ds, victim, level, position, ratio, attack, family=family)
                             poisoned = self._add(self._victim_stage(attack, victim, "poisoned", full, data))
                             for name, model in (("untrained", None), ("clean", clean), ("poisoned", poisoned)):
                                 cell.models[name] = self._add(self._eval_stage(model, attack, name))
@@ -109,13 +110,12 @@ class Study:
         label = f"prepare {ds}" + ("" if train_samples is None else f" ({train_samples} training samples)")
         return Stage("data", label, options, build)
 
-    def _attack_stage(self, data: Stage, level: str, position: str, ratio: float) -> Stage:
+    def _attack_stage(self, data: Stage, level: str, position: str, ratio: float, family: str | None) -> Stage:
         a = self.cfg.attack
         trigger = a.triggers.get(level)
         options = {"data": data.key, "level": level, "position": position, "ratio": ratio,
                    "policy": a.policy, "n_targets": a.n_targets, "fake_history": a.fake_history,
                    "trigger": trigger, "seed": self.cfg.run.seed}
-        family = a.family_for(level)
         if family:  # only when set, so the keys of one-trigger stages stay as they were
             options["trigger_family"] = True if family == level else family
 
@@ -243,7 +243,8 @@ class Study:
             entry: dict[str, Any] = {
                 "dataset": cell.dataset, "victim": cell.victim, "backbone": self.cfg.run.backbone,
                 "level": cell.level, "position": cell.position, "ratio": cell.ratio,
-                "trigger": manifest["trigger"], "policy": manifest["policy"],
+                "trigger": manifest["trigger"], **({"trigger_family": cell.family} if cell.family else {}),
+                "policy": manifest["policy"],
                 "P_R_actual": manifest["P_R_actual"], "m": manifest["m"], "n": manifest["n"],
                 "n_triggered_items": len(manifest["triggered_items"]),
                 "candidates": self.cfg.data.candidates, "chance": round(1 / self.cfg.data.candidates, 6),
