@@ -1,5 +1,5 @@
 """Detection benchmark on real BadRec output: a thin caller of ``recbackdoor detect-bench``
-(:func:`recbackdoor.defense.bench.run_detect_bench`) over the reference datasets.
+(:func:`recbackdoor.experiments.detect.run_detect_bench`, the detect study) over the reference datasets.
 
 For each dataset (LastFM, ML-100K, Steam from ../shared/data): ``data prepare`` into
 ``--work`` (once; reused), then ``detect-bench`` (the attack's own ``poison()`` per policy and
@@ -100,7 +100,8 @@ def main(description: str = __doc__, default_methods: str = "pscanner,stat,onion
     args = parser(description, default_methods).parse_args()
     import torch
 
-    from recbackdoor.defense.bench import BenchConfig, run_detect_bench
+    from recbackdoor.defense.bench import BenchConfig
+    from recbackdoor.experiments.detect import run_detect_bench
 
     if args.threads:
         torch.set_num_threads(args.threads)

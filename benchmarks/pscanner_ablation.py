@@ -52,7 +52,8 @@ def train_variant(data: Path, out: Path, overrides: dict, seed: int) -> tuple[Pa
 
 
 def bench_rows(data: Path, out: Path, scanner: Path, family: bool, seed: int) -> list[dict]:
-    from recbackdoor.defense.bench import BenchConfig, run_detect_bench
+    from recbackdoor.defense.bench import BenchConfig
+    from recbackdoor.experiments.detect import run_detect_bench
 
     config = BenchConfig(
         methods=("pscanner",), policies=("per-sample", "fixed"), trigger_family=family,

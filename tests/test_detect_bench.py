@@ -18,9 +18,10 @@ from recbackdoor.data.io import save_dataset
 from recbackdoor.data.samples import build_samples
 from recbackdoor.data.types import Catalog, SplitDataset
 from recbackdoor.defense import bench
-from recbackdoor.defense.bench import BenchConfig, bench_strip, parse_models, run_detect_bench
+from recbackdoor.defense.bench import BenchConfig, bench_strip, parse_models
 from recbackdoor.defense.defend import training_items
 from recbackdoor.errors import ConfigError
+from recbackdoor.experiments.detect import run_detect_bench
 
 from .test_strip import StubVictim
 
@@ -257,3 +258,49 @@ def test_detect_bench_with_trigger_families(slice_dir, tmp_path, capsys):
     assert row["trigger"].startswith("word family, ") and int(row["trigger"].split(", ")[1].split()[0]) > 1
     assert row["n_poisoned"] > 0 and row["recall"] < 0.5
     assert "--trigger-family" in (out / "detect_bench.md").read_text()
+
+
+def test_detect_study_kind_is_detect_bench_as_a_cached_study(shared_data, tmp_path, capsys):
+    """`[run] kind = "detect"`: stealthy families x both policies x two detectors as stages of
+    the one runner; a rerun reuses every stage; `detect-bench` on the same prepared data gives
+    the same detections."""
+    config = tmp_path / "detect.toml"
+    config.write_text(
+        '[run]\nkind = "detect"\nname = "detect-smoke"\nthreads = 1\n'
+        '[data]\ndatasets = ["lastfm"]\ncandidates = 10\nhistory = 5\n'
+        '[attack]\nlevels = ["char", "word"]\ntrigger_family = ["lookalike", "domain"]\nratios = [0.01]\n'
+        'policy = ["per-sample", "fixed"]\n'
+        '[detect]\nmethods = ["stat", "hidden-chars"]\n'
+    )
+    out, stages = tmp_path / "run", tmp_path / "stages"
+    argv = ["run", str(config), "--out", str(out), "--data", str(shared_data), "--stages", str(stages)]
+    assert main(argv) == 0, capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["kind"] == "detect" and set(results["settings"]) == {"lastfm"}
+    cells = [(r["policy"], r["level"], r["trigger"].split()[0], r["detector"]) for r in results["rows"]]
+    assert cells == [(p, lv, fam, d) for p in ("per-sample", "fixed")
+                     for lv, fam in (("char", "lookalike"), ("word", "domain")) for d in ("stat", "hidden-chars")]
+    for r in results["rows"]:
+        assert r["tp"] + r["fn"] == r["n_poisoned"] > 0 and r["ratio"] == 0.01
+    hidden = {(r["policy"], r["level"]): r for r in results["rows"] if r["detector"] == "hidden-chars"}
+    assert hidden[("per-sample", "char")]["recall"] > 0.5  # look-alike characters are what it reads
+    assert hidden[("per-sample", "word")]["tp"] == 0  # ordinary words carry no hidden character
+    for name in ("report.md", "detect_bench.csv", "detect_bench.md", "detect_bench.json", "detection_f1.png"):
+        assert (out / name).is_file(), name
+    assert "### policy fixed" in (out / "report.md").read_text()
+    capsys.readouterr()
+
+    assert main(argv) == 0  # every stage reused
+    err = capsys.readouterr().err
+    n_stages = len(json.loads((out / "stages.json").read_text()))
+    assert n_stages == 1 + 4 + 8 and err.count("(reused)") == n_stages and "done in" not in err
+    assert json.loads((out / "results.json").read_text())["rows"] == results["rows"]
+
+    data_dir = next(p for p in stages.iterdir() if p.name.startswith("data-"))
+    bench_out = tmp_path / "bench"
+    assert main(["detect-bench", "--data", str(data_dir), "--out", str(bench_out), "--methods", "stat,hidden-chars",
+                 "--family", "lookalike", "--policy", "per-sample,fixed"]) == 0
+    timeless = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "s_per_1k", "dataset", "position", "ratio")}  # noqa: E731
+    bench_rows = json.loads((bench_out / "detect_bench.json").read_text())["rows"]
+    study_rows = [r for r in results["rows"] if r["level"] == "char"]
+    assert [timeless(r) for r in bench_rows] == [timeless(r) for r in study_rows]

@@ -227,6 +227,13 @@ def test_plan_follows_the_grid_and_ratios_by_position(tmp_path):
     assert by_kind["family"]["attack"].options["trigger_family"] is True
     assert "trigger_family" not in by_kind["demo"]["attack"].options
     assert by_kind["demo"]["attack"].key != by_kind["family"]["attack"].key
+    # a list of stealthy families: one attack stage each, at the family's own level
+    stealth = Study(load_config(ROOT / "configs" / "stealth_victims.toml"), tmp_path, StageStore(tmp_path / "stages"))
+    attacks = [s for s in stealth.stages.values() if s.kind == "attack"]
+    assert [(s.options["level"], s.options["trigger_family"]) for s in attacks] == [
+        ("char", "shape"), ("char", "lookalike"), ("word", "domain")]
+    assert [c.family for c in stealth.cells] == ["shape", "lookalike", "domain"]
+    assert len({s.key for s in attacks}) == 3 and attacks[0].options["data"] == by_kind["demo"]["data"].key
     bad = tmp_path / "bad.toml"
     bad.write_text("[attack]\nratios_by_position = { middle = [0.1] }\n")
     with pytest.raises(ConfigError, match="unknown position 'middle'"):
@@ -246,6 +253,14 @@ def test_report_names_a_trigger_family_by_its_size():
 
     assert _trigger({"trigger": "5v"}) == "`5v`"
     assert _trigger({"trigger": ["8o", "6e", "0q"]}) == "family of 3: `8o`, `6e`, ..."
+
+
+def test_report_labels_a_cell_by_its_stealthy_family():
+    from recbackdoor.experiments.report import _level
+
+    assert _level({"level": "char"}) == "char"
+    assert _level({"level": "char", "trigger_family": "char"}) == "char"
+    assert _level({"level": "word", "trigger_family": "domain"}) == "word (domain)"
 
 
 def _build_slowly(root: str, tag: str) -> str:

@@ -381,17 +381,20 @@ def detect_bench_cmd(
     reuse_models: bool = typer.Option(
         False, "--reuse-models", help="One detector per method for all cells: titles scored in an earlier cell are not rescored (faster; later cells' seconds count new titles only)."
     ),
+    stages: Optional[str] = typer.Option(None, "--stages", help="Keep the poisoned datasets and detections here and reuse them (a study's stage folder; default: a temporary one)."),  # noqa: UP045
     force: bool = typer.Option(False, "--force", help="Replace an existing --out directory."),
 ) -> None:
     """Poison a clean dataset with BadRec per policy and level, run every detector on it, and
     write one table: precision, recall, F1, AUROC, FPR and seconds per 1,000 titles (prompts
     for strip) per detector and level. P-Scanner adds its channel ablation rows
-    (pscanner-llm, pscanner-evidence) from the same fitted scanner."""
+    (pscanner-llm, pscanner-evidence) from the same fitted scanner. The same study as a config:
+    `[run] kind = "detect"` (configs/README.md)."""
     from pathlib import Path
 
     from .attack.families import STEALTH_FAMILIES, family_level
-    from .defense.bench import BenchConfig, parse_models, run_detect_bench
+    from .defense.bench import BenchConfig, parse_models
     from .errors import ConfigError
+    from .experiments.detect import run_detect_bench
 
     if family is not None:
         if family not in STEALTH_FAMILIES:
@@ -405,7 +408,7 @@ def detect_bench_cmd(
         strip_copies=strip_copies, strip_frr=strip_frr, strip_max_prompts=strip_max_prompts,
         reuse_models=reuse_models,
     )  # fmt: skip
-    report = run_detect_bench(data, out, config, force=force)
+    report = run_detect_bench(data, out, config, force=force, stages=stages)
     print((Path(out) / "detect_bench.md").read_text(encoding="utf-8"), end="")
     print(f"{len(report['rows'])} rows; wrote {out}/detect_bench.csv, .json, .md")
 

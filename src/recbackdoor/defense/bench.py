@@ -1,8 +1,8 @@
-"""``detect-bench``: every detector against real BadRec output, one table (issue 10).
+"""One detector on one poisoned dataset, as ``detect-bench`` measures it, and its tables.
 
-For each target policy and trigger level, the clean dataset is poisoned with the attack
-module's own :func:`recbackdoor.attack.poison` (default trigger of the level, ``ratio`` P_R,
-seeded), and then:
+The detect study (``experiments/detect.py``: ``[run] kind = "detect"`` and the
+``detect-bench`` command) poisons the clean dataset per policy and level with the attack
+module's own :func:`recbackdoor.attack.poison` (a cached stage) and calls, per detector:
 
 - **title detectors** (``pscanner``, ``stat``, ``onion``, ``bki``, ``embed``): a fresh detector
   from :func:`recbackdoor.defense.defend.build_detector` goes through
@@ -12,10 +12,10 @@ seeded), and then:
   Seconds = fit + score (+ span extraction), model loading excluded; ``s_per_1k`` per 1,000
   titles. P-Scanner is loaded from ``scanner_dir`` when given, else trained by ``fit`` on the
   poisoned training titles for every cell, as ``defend`` does without ``--scanner`` (minutes
-  per cell on CPU). With ``PScanner.set_channels`` the one fitted scanner is scored three
-  times, rows ``pscanner`` (both channels), ``pscanner-llm`` (per-title LLM score only) and
-  ``pscanner-evidence`` (cross-title evidence only); the ablation rows' seconds include the
-  shared LLM scoring of the ``pscanner`` row, since each channel needs it.
+  per cell on CPU). A detector whose registry entry lists ``channels`` (P-Scanner: ``llm``,
+  ``evidence``) is scored once more per channel from the same fit, rows ``NAME-CHANNEL``
+  (``pscanner-llm``: the per-title LLM score only; ``pscanner-evidence``: the cross-title
+  evidence only); those rows' seconds include the shared scoring of the first row.
 - **strip** (needs ``model``: a victim directory or a backbone): the STRIP prompt detector of
   :mod:`recbackdoor.defense.baselines.strip` on the attack sets that ``poison`` builds. The base
   prompts are split in two halves by a seeded draw: the clean prompts of one half calibrate the
@@ -29,20 +29,18 @@ each row says which in ``note``. ``model`` may also map levels to victims
 (``{"char": DIR, ...}``): a victim trained on ``recbackdoor attack --level L`` output with the
 same seed, ratio and policy was trained on exactly the data this benchmark rebuilds.
 
-Outputs, written atomically into ``out``: ``detect_bench.csv`` (one row per policy x level x
-detector), ``detect_bench.json`` (settings, machine, rows, notes) and ``detect_bench.md``.
+Outputs (written by the study): ``detect_bench.csv`` (one row per policy x level x detector),
+``detect_bench.json`` (settings, machine, rows, notes) and ``detect_bench.md``.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,12 +48,9 @@ import numpy as np
 from ..attack.badrec import POLICIES
 from ..attack.triggers import LEVELS, POSITIONS
 from ..errors import ConfigError
-from ..io_utils import atomic_output_dir, check_output_dir, write_json
-from ..models.machine import describe as describe_machine
 from .registry import DETECTORS, detector_names
 
 TITLE_METHODS = detector_names("titles")  # the default methods: every title detector
-PSCANNER_CHANNELS = (("pscanner", "both"), ("pscanner-llm", "llm"), ("pscanner-evidence", "evidence"))
 CSV_COLUMNS = (
     "dataset", "policy", "level", "trigger", "detector", "unit", "n", "n_poisoned", "precision",
     "recall", "f1", "auroc", "fpr", "tp", "fp", "fn", "n_flagged", "threshold", "seconds",
@@ -209,15 +204,16 @@ def bench_title_method(
     for lazy in ("lm", "encoder"):  # load a lazily loaded model now: loading is not timed
         if isinstance(getattr(type(detector), lazy, None), property):
             getattr(detector, lazy)
+    entry = DETECTORS[method]
     note = ""
-    if method == "pscanner":
+    if entry.loads:
         note = f"scanner {config.scanner_dir}" if config.scanner_dir else "scanner trained by fit on the poisoned training titles"
     runs: list[tuple[str, str | None]] = [(method, None)]
-    if method == "pscanner":
+    if entry.channels:
         if callable(getattr(detector, "set_channels", None)):
-            runs = list(PSCANNER_CHANNELS)
+            runs = [(method, "both"), *((f"{method}-{ch}", ch) for ch in entry.channels)]
         else:
-            note += "; channel ablation skipped: PScanner.set_channels is not available"
+            note += f"; channel ablation skipped: {type(detector).__name__}.set_channels is not available"
     out, shared = [], 0.0
     for k, (name, channels) in enumerate(runs):
         if channels is not None:
@@ -227,8 +223,9 @@ def bench_title_method(
                 note += f"; no {name} row: {exc}"
                 continue
         rows, seconds = _timed_detect(detector, dataset)
-        if method == "bki":
-            note = f"read the {detector.reads}"  # known once the LM is loaded
+        reads = getattr(detector, "reads", None)  # what a victim-reading detector read, known once loaded
+        if isinstance(reads, str):
+            note = f"read the {reads}"
         if k == 0:
             shared = seconds
         else:
@@ -320,118 +317,6 @@ def bench_strip(
         row["calibration_prompts"] = len(calib)
         rows.append(row)
     return rows
-
-
-# --------------------------------------------------------------------------- driver
-
-
-def run_detect_bench(
-    data_dir: str | os.PathLike,
-    out: str | os.PathLike,
-    config: BenchConfig | None = None,
-    force: bool = False,
-    progress: bool = True,
-) -> dict[str, Any]:
-    """Poison ``data_dir`` per policy and level, run every detector, write the three files
-    into ``out``; returns ``{"settings", "machine", "rows", "notes"}``."""
-    from ..attack import AttackConfig, poison
-    from ..data.io import load_dataset
-
-    config = (config or BenchConfig()).check()
-    check_output_dir(out, force)  # fail before the work, not after
-    data_dir = Path(data_dir)
-    if (data_dir / "poison_manifest.json").is_file():
-        raise ConfigError(f"{data_dir}: already poisoned (poison_manifest.json); pass the clean dataset from `recbackdoor data prepare`")
-    dataset = load_dataset(data_dir)
-    name = str(dataset.manifest.get("dataset") or dataset.name)
-    settings = {k: v for k, v in asdict(config).items() if k != "notes"}
-    settings.update(data=str(data_dir), dataset=name, domain=dataset.catalog.domain, n_items=len(dataset.catalog))
-    info = describe_machine()
-    _say(f"detect-bench {name}: {len(dataset.catalog)} items, {len(dataset.train)} training samples; "
-         f"policies {','.join(config.policies)}, levels {','.join(config.levels)}, methods {','.join(config.methods)}", progress)  # fmt: skip
-    _say(f"machine: {info}", progress)
-    notes = list(config.notes)
-    if "bki" in config.methods and not config.model:
-        notes.append(f"bki read the base backbone {config.backbone or 'smollm2-135m'}: no victim (--model) was given")
-    scorers: dict[str, Any] = {}
-    kept: dict[tuple[str, str | None], Any] = {}
-    shared_lms: dict[str, Any] = {}
-    if config.reuse_models:
-        notes.append("--reuse-models: one detector per method for all cells (onion and a bki without a victim share "
-                     "one LM), so a cell's seconds count only the titles no earlier cell or detector scored; the first "
-                     "cell of each detector has the full cost (bki's then is in onion's)")  # fmt: skip
-    rows: list[dict[str, Any]] = []
-    for policy in config.policies:
-        for level in config.levels:
-            attack = AttackConfig(
-                level=level, position=config.position, ratio=config.ratio, policy=policy, seed=config.seed,
-                trigger_family=config.trigger_family if isinstance(config.trigger_family, str) else
-                level if config.trigger_family else None,
-            )  # fmt: skip
-            import warnings
-
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                result = poison(dataset, attack, source=data_dir)
-            man = result.manifest
-            triggered = {int(i) for i in man["triggered_items"]}
-            if man.get("trigger_family"):
-                trigger = f"{man['trigger_family']} family, {len(set(man['item_triggers'].values()))} triggers"
-            else:
-                trigger = man["trigger"] if isinstance(man["trigger"], str) else "|".join(man["trigger"])
-            _say(f"[{policy} {level}] poisoned: {man['m']} fake samples, {len(triggered)} triggered items, trigger {trigger!r}", progress)
-            cell = {"dataset": name, "policy": policy, "level": level, "trigger": trigger}
-            for method in config.methods:
-                if DETECTORS[method].unit == "prompts":
-                    model = config.model_for(level)
-                    assert model is not None
-                    if model not in scorers:
-                        from .baselines.strip import VictimScorer
-
-                        scorers[model] = VictimScorer.load(
-                            model, dataset.catalog.domain, batch_size=config.strip_batch_size, progress=progress
-                        )
-                    new = bench_strip(scorers[model], result.attack_sets, result.dataset.catalog, config,
-                                      note=f"victim {model}", progress=progress)  # fmt: skip
-                else:
-                    built = None
-                    # a P-Scanner trained by fit on one cell's catalog must not serve another
-                    if config.reuse_models and (method != "pscanner" or config.scanner_dir):
-                        from .defend import build_detector
-
-                        model = config.model_for(level) if DETECTORS[method].victim != "no" else None
-                        if (method, model) not in kept:
-                            kept[(method, model)] = build_detector(
-                                method, config.backbone, config.scanner_dir if DETECTORS[method].loads else None,
-                                config.seed, model_dir=model,
-                            )  # fmt: skip
-                            _share_title_lm(kept[(method, model)], method, model, shared_lms)
-                        built = kept[(method, model)]
-                    new = bench_title_method(method, result.dataset, triggered, config, level, progress, built)
-                for row in new:
-                    row.update(cell)
-                    rows.append(row)
-                    _say(f"[{policy} {level}] {row['detector']:18s} P {_fmt(row['precision'])} R {_fmt(row['recall'])} "
-                         f"F1 {_fmt(row['f1'])} AUROC {_fmt(row['auroc'])} FPR {_fmt(row['fpr'])} "
-                         f"({row['n']} {row['unit']}, {row['n_poisoned']} poisoned; {row['seconds']:.1f}s)", progress)  # fmt: skip
-    report = {"settings": settings, "machine": info, "rows": rows, "notes": notes}
-    with atomic_output_dir(out, force=force) as tmp:
-        (tmp / "detect_bench.csv").write_text(render_csv(rows), encoding="utf-8")
-        write_json(tmp / "detect_bench.json", report)
-        (tmp / "detect_bench.md").write_text(render_markdown(report), encoding="utf-8")
-    return report
-
-
-def _share_title_lm(detector: Any, method: str, model: str | None, shared: dict[str, Any]) -> None:
-    """With ``reuse_models``: ONION and a BKI without a victim read the same base backbone, so
-    they share one ``TitleLM`` (one forward pass gives both the NLL and the embedding)."""
-    if method not in ("onion", "bki") or model is not None:
-        return
-    key = str(detector.backbone)
-    if key in shared:
-        detector._lm = shared[key]
-    else:
-        shared[key] = detector.lm
 
 
 # --------------------------------------------------------------------------- rendering

@@ -38,7 +38,7 @@ class _Section(BaseModel):
 
 
 class RunSection(_Section):
-    kind: Literal["backdoor", "utility"] = Field("backdoor", description="backdoor: attack x defense cells; utility: a clean learning curve ([utility]).")
+    kind: Literal["backdoor", "utility", "detect"] = Field("backdoor", description="backdoor: attack x defense cells; utility: a clean learning curve ([utility]); detect: every detector on the poisoned titles, no victim trained ([detect], `recbackdoor detect-bench`).")
     name: str = Field("study", description="Label of the study in the report.")
     seed: int = Field(0, ge=0, description="Seed of every random choice (split, subset, attack, training).")
     backbone: str = Field("smollm2-135m", description="Backbone of every victim (registry name, HF id or path).")
@@ -62,7 +62,7 @@ class AttackSection(_Section):
     levels: list[Literal["char", "word", "sentence"]] = Field(["char"], min_length=1, description="Trigger levels.")
     positions: list[Literal["suffix", "prefix", "random"]] = Field(["suffix"], min_length=1, description="Trigger positions.")
     ratios: list[float] = Field([0.01], min_length=1, description="Poisoning ratios P_R = m / (m + n) of the (subset) training set.")
-    policy: Literal["per-sample", "fixed"] = Field("per-sample", description="Target policy.")
+    policy: Literal["per-sample", "fixed"] | list[Literal["per-sample", "fixed"]] = Field("per-sample", description="Target policy (a detect study may list both).")
     n_targets: int = Field(10, ge=1, description="Targets of the fixed policy.")
     fake_history: Literal["copy", "random", "popular"] = Field("copy", description="How fake users' histories are made.")
     triggers: dict[str, str] = Field({}, description="Trigger per level, e.g. {char = \"5v\"} (default: the level's default).")
@@ -112,6 +112,9 @@ class AttackSection(_Section):
         if isinstance(self.trigger_family, list):
             return [(family_level(f), f) for f in self.trigger_family]
         return [(level, level if self.trigger_family else None) for level in self.levels]
+
+    def policies(self) -> list[str]:
+        return [self.policy] if isinstance(self.policy, str) else list(dict.fromkeys(self.policy))
 
     def ratios_for(self, position: str) -> list[float]:
         return self.ratios_by_position.get(position, self.ratios)
@@ -175,6 +178,25 @@ class UtilitySection(_Section):
         return sorted(value)
 
 
+class DetectSection(_Section):
+    methods: list[str] = Field([], description="Detectors (recbackdoor list; strip needs `model`); empty: every title detector.")
+    scanner: str | None = Field(None, description="A trained P-Scanner directory (None: fit trains one on each poisoned catalog, as defend does).")
+    model: str | dict[str, str] | None = Field(None, description="The victim bki and strip read (a `train` output or a backbone), or one per level {char = DIR, ...}.")
+    reuse_models: bool = Field(False, description="One detector per method across cells in a process (titles scored once; later cells' seconds count new titles only).")
+    strip_copies: int = Field(8, ge=2, description="STRIP: perturbed copies per prompt.")
+    strip_frr: float = Field(0.05, ge=0, lt=1, description="STRIP: false-rejection rate on the clean calibration prompts.")
+    strip_history_share: float = Field(0.5, gt=0, le=1, description="STRIP: share of the history replaced in a perturbed copy.")
+    strip_max_prompts: int | None = Field(None, ge=2, description="STRIP: at most N prompts per set (and calibration prompts).")
+    strip_batch_size: int = Field(8, gt=0, description="STRIP: prompts per scoring batch.")
+
+    @field_validator("methods")
+    @classmethod
+    def _known(cls, value: list[str]) -> list[str]:
+        from ..defense.registry import detector_names
+
+        return _one_of(value, detector_names(), "detector")
+
+
 class ExperimentConfig(_Section):
     """A whole study: every dataset x victim x level x position x P_R, each defended by every
     detector."""
@@ -186,11 +208,14 @@ class ExperimentConfig(_Section):
     eval: EvalSection = EvalSection()
     defense: DefenseSection = DefenseSection()
     utility: UtilitySection = UtilitySection()
+    detect: DetectSection = DetectSection()
 
     @model_validator(mode="after")
     def _kind_fits(self) -> ExperimentConfig:
         if self.run.kind == "utility" and self.data.train_samples is not None:
             raise ValueError("a utility study takes its budgets from utility.train_samples; leave out data.train_samples")
+        if self.run.kind != "detect" and len(self.attack.policies()) > 1:
+            raise ValueError("one attack.policy per backdoor study (a detect study may list several)")
         return self
 
 
@@ -226,14 +251,18 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
-    raw = apply_overrides(raw, overrides or [])
+    return validate_config(apply_overrides(raw, overrides or []), str(path))
+
+
+def validate_config(raw: dict[str, Any], source: str) -> ExperimentConfig:
+    """``raw`` as a config; any problem is one ``ConfigError`` line naming ``source`` and the key."""
     try:
         return ExperimentConfig.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "config"
         msg = "unknown key (see configs/README.md for the keys)" if err["type"] == "extra_forbidden" else err["msg"]
-        raise ConfigError(f"{path}: {where}: {msg}") from None
+        raise ConfigError(f"{source}: {where}: {msg}") from None
 
 
 def describe_keys() -> str:

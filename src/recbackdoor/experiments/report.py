@@ -235,6 +235,8 @@ def write_report(run_dir: str | os.PathLike) -> Path:
     results = read_json(run_dir / "results.json")
     if results.get("kind") == "utility":
         return write_utility_report(run_dir, results)
+    if results.get("kind") == "detect":
+        return write_detect_report(run_dir, results)
     runs = results.get("runs")
     if not isinstance(runs, list) or not runs:
         raise RecBackdoorError(f"{run_dir / 'results.json'}: no runs in it; run `recbackdoor run CONFIG` first")
@@ -378,9 +380,15 @@ def write_utility_report(run_dir: Path, results: dict[str, Any]) -> Path:
 
 def headline(results: dict[str, Any]) -> str:
     """The terminal summary of a run: per cell, every model's HR@1 and ASR (± SE) beside the
-    chance rate, and every detector's precision / recall / F1 (a utility study: its table)."""
+    chance rate, and every detector's precision / recall / F1 (a utility or detect study: its tables)."""
     if results.get("kind") == "utility":
         return "\n".join(utility_table(results["rows"]))
+    if results.get("kind") == "detect":
+        from ..defense.bench import render_markdown
+
+        return "\n".join(render_markdown({"settings": settings, "machine": {}, "notes": [],
+                                           "rows": [r for r in results["rows"] if r["dataset"] == name]})
+                         for name, settings in results["settings"].items())
     out = []
     for r in results["runs"]:
         out.append(f"\n{_cell_name(r)}: {r['m']} fake + {r['n']} clean samples, "
@@ -395,3 +403,42 @@ def headline(results: dict[str, Any]) -> str:
                        f"{_f(d.get('precision'))} recall {_f(d.get('recall'))} F1 {_f(d.get('f1'))}; "
                        f"removed {san.get('removed_samples', '-')} of {san.get('train_before', '-')} training samples")
     return "\n".join(out)
+
+
+def write_detect_report(run_dir: Path, results: dict[str, Any]) -> Path:
+    """A detect study's tables (``detect_bench*.csv/json/md``, as ``detect-bench`` writes
+    them), ``detection_f1.png`` and ``report.md``: every dataset's tables in one page."""
+    from .detect import write_detect_tables
+
+    pages = write_detect_tables(results, run_dir)
+    lines = [f"# {results.get('study', 'study')}: detectors on BadRec's poisoned titles", ""]
+    if plot_detect_f1(results["rows"], run_dir / "detection_f1.png"):
+        lines += ["![detection F1](detection_f1.png)", ""]
+    for page in pages:
+        lines += ["#" + line if line.startswith("#") else line for line in page.read_text(encoding="utf-8").splitlines()]
+        lines.append("")
+    lines += ["Tables as CSV: `detect_bench.csv`; raw numbers: `results.json`.", ""]
+    path = run_dir / "report.md"
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def plot_detect_f1(rows: list[dict[str, Any]], path: Path) -> bool:
+    """F1 per detector (bars) for every dataset x policy x level (groups)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    groups = list(dict.fromkeys(f"{r['dataset']} {r['policy']} {r['level']}" for r in rows))
+    dets = list(dict.fromkeys(r["detector"] for r in rows))
+    if not groups or not dets:
+        return False
+    f1 = {(f"{r['dataset']} {r['policy']} {r['level']}", r["detector"]): r.get("f1") or 0.0 for r in rows}
+    fig, ax = plt.subplots(figsize=(max(6.4, 1.2 * len(groups)), 3.8))
+    width = 0.8 / len(dets)
+    for i, det in enumerate(dets):
+        ax.bar(np.arange(len(groups)) + (i - (len(dets) - 1) / 2) * width,
+               [f1.get((g, det), 0.0) for g in groups], width, label=det)
+    ax.set_xticks(np.arange(len(groups)), groups, rotation=20, ha="right", fontsize=7)
+    ax.set_ylabel("detection F1 (per distinct title)")
+    ax.set_ylim(0, 1.05)
+    return _save(fig, ax, path)

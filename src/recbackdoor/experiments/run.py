@@ -23,7 +23,7 @@ from ..errors import ConfigError
 from ..io_utils import write_json
 from .config import DATASET_SOURCES, ExperimentConfig
 from .stages import StageStore
-from .study import Stage, Study, _launch_training, model_metrics, rate_se  # noqa: F401 (re-exported)
+from .study import Stage, Study, _launch_training, model_metrics, rate_se, run_stages  # noqa: F401 (re-exported)
 
 
 def default_data_root() -> Path:
@@ -58,22 +58,16 @@ def run_study(
         from .utility import UtilityStudy
 
         study: Study = UtilityStudy(config, root, store)
+    elif config.run.kind == "detect":
+        from .detect import DetectStudy
+
+        study = DetectStudy(config, root, store)
     else:
         study = Study(config, root, store)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config.model_dump(mode="json"))
-    stages = list(study.stages.values())
-    timing: dict[str, Any] = {}
     t_total = time.perf_counter()
-    for i, stage in enumerate(stages, 1):
-        done = store.done(stage)
-        console.print(f"[bold][{i}/{len(stages)}][/bold] {stage.label} "
-                      f"{'[dim](reused)[/dim]' if done else '...'}")
-        t0 = time.perf_counter()
-        path, ran = store.run(stage)
-        if ran:
-            console.print(f"      [green]done[/green] in {time.perf_counter() - t0:.1f}s -> {path}")
-        timing[stage.name] = {"label": stage.label, "seconds": store.seconds(stage), "ran_now": ran}
+    timing = run_stages(study, store)
     results = study.results()
     write_json(out / "results.json", results)
     from ..models.machine import describe as describe_machine

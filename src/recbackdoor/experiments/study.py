@@ -110,11 +110,13 @@ class Study:
         label = f"prepare {ds}" + ("" if train_samples is None else f" ({train_samples} training samples)")
         return Stage("data", label, options, build)
 
-    def _attack_stage(self, data: Stage, level: str, position: str, ratio: float, family: str | None) -> Stage:
+    def _attack_stage(self, data: Stage, level: str, position: str, ratio: float, family: str | None,
+                      policy: str | None = None) -> Stage:
         a = self.cfg.attack
         trigger = a.triggers.get(level)
+        policy = policy or a.policies()[0]
         options = {"data": data.key, "level": level, "position": position, "ratio": ratio,
-                   "policy": a.policy, "n_targets": a.n_targets, "fake_history": a.fake_history,
+                   "policy": policy, "n_targets": a.n_targets, "fake_history": a.fake_history,
                    "trigger": trigger, "seed": self.cfg.run.seed}
         if family:  # only when set, so the keys of one-trigger stages stay as they were
             options["trigger_family"] = True if family == level else family
@@ -126,7 +128,7 @@ class Study:
             from ..data.io import load_dataset
 
             config = AttackConfig(level=level, trigger=trigger, position=position, ratio=ratio,
-                                  policy=a.policy, n_targets=a.n_targets, fake_history=a.fake_history,
+                                  policy=policy, n_targets=a.n_targets, fake_history=a.fake_history,
                                   seed=self.cfg.run.seed, trigger_family=family)
             data_dir = self.store.path(data)
             with warnings.catch_warnings():
@@ -135,7 +137,7 @@ class Study:
             save_poisoned(result, out)
 
         kind = "" if not family else " family" if family == level else f" {family} family"
-        label = f"attack {options['level']}{kind}/{position}/P_R={ratio}"
+        label = f"attack {options['level']}{kind}/{position}/P_R={ratio}" + ("" if policy == "per-sample" else f"/{policy}")
         return Stage("attack", label, options, build)
 
     def _train_options(self, victim: str = "tallrec") -> dict[str, Any]:
@@ -262,6 +264,26 @@ class Study:
                 entry["sanitize"][det] = report["sanitize"]
             runs.append(entry)
         return {"study": self.cfg.run.name, "config": self.cfg.model_dump(mode="json"), "runs": runs}
+
+def run_stages(study: Study, store: StageStore, progress: bool = True) -> dict[str, Any]:
+    """Run (or reuse) every stage of ``study`` in order, one line each; returns per-stage timing."""
+    import time
+
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False, quiet=not progress)
+    stages = list(study.stages.values())
+    timing: dict[str, Any] = {}
+    for i, stage in enumerate(stages, 1):
+        done = store.done(stage)
+        console.print(f"[bold][{i}/{len(stages)}][/bold] {stage.label} "
+                      f"{'[dim](reused)[/dim]' if done else '...'}")
+        t0 = time.perf_counter()
+        path, ran = store.run(stage)
+        if ran:
+            console.print(f"      [green]done[/green] in {time.perf_counter() - t0:.1f}s -> {path}")
+        timing[stage.name] = {"label": stage.label, "seconds": store.seconds(stage), "ran_now": ran}
+    return timing
 
 
 def rate_se(p: float | None, n: int) -> float | None:
