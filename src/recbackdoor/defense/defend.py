@@ -146,7 +146,9 @@ def defend(
     check_policy(policy)
     check_output_dir(out, force)
     if model_dir is not None:
-        check_model_dir(model_dir)
+        from ..victims import check_victim_dir
+
+        check_victim_dir(model_dir)
     train_config = None
     if retrain:  # options are checked before the (long) detection
         from ..models.lora import make_train_config
@@ -215,15 +217,6 @@ def defend(
         finally:  # the sanitized dataset stays written either way; the report says how training ended
             write_json(Path(out) / "defense_report.json", report)
     return report
-
-
-def check_model_dir(model_dir: str | os.PathLike) -> Path:
-    """A victim directory must exist (a backbone name without a path separator is let through)."""
-    path = Path(model_dir)
-    looks_like_path = os.sep in str(model_dir) or str(model_dir).startswith(".")
-    if looks_like_path and not path.exists():
-        raise ConfigError(f"{model_dir}: victim directory not found; pass a directory written by `recbackdoor train`")
-    return path
 
 
 AFTER_KEYS = ("HR@1", "HR@1_all", "ValidRatio", "HR@5", "NDCG@10", "ASR", "n_samples")

@@ -85,10 +85,19 @@ def victim_options(name: str) -> tuple[str, ...]:
 
 
 def check_victim_dir(path: Any) -> None:
-    """Before anything of a victim folder is loaded: no link out of it, and the weights its
-    victim declares present as undamaged safetensors (``models.safety``). A folder without
-    ``victim.json`` (a backbone) is left to the loader."""
+    """Before anything of a victim folder is loaded: it exists (a backbone name without a path
+    separator is let through), no link leads out of it, and the weights its victim declares are
+    present as undamaged safetensors (``models.safety``). A folder without ``victim.json`` (a
+    backbone) is left to the loader."""
+    import os
+    from pathlib import Path
+
+    from ..errors import ConfigError
     from ..models.safety import check_model_dir
+
+    looks_like_path = os.sep in str(path) or str(path).startswith(".")
+    if looks_like_path and not Path(path).exists():
+        raise ConfigError(f"{path}: victim directory not found; pass a directory written by `recbackdoor train`")
 
     kind = victim_kind(path)
     module = _module(kind) if kind in VICTIMS else None
