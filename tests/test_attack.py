@@ -136,6 +136,11 @@ def _check_poisoned(ds, result, config):
     fake_set = set(fake_idx)
     assert [s for i, s in enumerate(new.train) if i not in fake_set] == list(ds.train)
     assert new.valid == ds.valid and new.test == ds.test
+    # fake samples hold plain ints, as loaded samples do (a numpy int would change hashing
+    # partners, JSON and the saved bytes)
+    for i in fake_idx:
+        s = new.train[i]
+        assert all(type(v) is int for v in (s.user, s.target, *s.history, *s.candidates)), s
     # fake samples: fresh users, triggered labels among candidates, histories like clean ones
     max_user = max(s.user for split in ("train", "valid", "test") for s in ds.split(split))
     fakes = [new.train[i] for i in fake_idx]

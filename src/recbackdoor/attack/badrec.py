@@ -231,7 +231,7 @@ class _Histories:
                     int(i) for i in rng.choice(pool, size=length, replace=False, p=w / w.sum())
                 )
         picks = rng.choice(self.n_items - 1, size=length, replace=False)  # `random`, or fallback
-        return tuple(int(i) + (i >= label) for i in picks)
+        return tuple(int(i) + int(i >= label) for i in picks)
 
 
 def _interleave(
