@@ -227,6 +227,13 @@ def test_plan_follows_the_grid_and_ratios_by_position(tmp_path):
     assert by_kind["family"]["attack"].options["trigger_family"] is True
     assert "trigger_family" not in by_kind["demo"]["attack"].options
     assert by_kind["demo"]["attack"].key != by_kind["family"]["attack"].key
+    # a detector's version keys the stages that ran it: a changed detector reruns its defenses
+    from recbackdoor.defense.registry import DETECTORS
+
+    assert by_kind["demo"]["defend"].options["version"] == DETECTORS["pscanner"].version >= 2
+    smoke = Study(load_config(SMOKE), tmp_path, StageStore(tmp_path / "stages"))
+    defends = [s for s in smoke.stages.values() if s.kind == "defend"]
+    assert defends and all("version" not in s.options for s in defends)  # stat: version 1, keys as before
     # a list of stealthy families: one attack stage each, at the family's own level
     stealth = Study(load_config(ROOT / "configs" / "stealth_victims.toml"), tmp_path, StageStore(tmp_path / "stages"))
     attacks = [s for s in stealth.stages.values() if s.kind == "attack"]

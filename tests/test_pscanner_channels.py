@@ -78,11 +78,35 @@ def test_channels_switch_the_evidence_off_and_on():
 
 def test_bad_channel_modes_are_clear_errors():
     sc = planted_scanner()
-    with pytest.raises(ConfigError, match="llm, evidence, both"):
+    with pytest.raises(ConfigError, match="llm, evidence, unicode, both"):
         sc.set_channels("per-title")
     no_evidence = PScanner(model=object(), tokenizer=None, threshold_title=0.5, evidence="off")
     no_evidence.set_channels("llm")
     for mode in ("evidence", "both"):
         with pytest.raises(ConfigError, match="without evidence"):
             no_evidence.set_channels(mode)
-    assert CHANNELS == ("llm", "evidence", "both")
+    assert CHANNELS == ("llm", "evidence", "unicode", "both")
+
+
+def test_the_unicode_rule_is_a_channel_of_its_own_and_part_of_both():
+    """A look-alike letter or an invisible character flags a title in `both` even when the LLM
+    scores it as clean and it shares no fragment; `unicode` alone flags only those; `llm` and
+    `evidence` are unchanged by it."""
+    doctored = ["Gold\u200ben Road", "Wild Rivеr"]  # a zero-width space; a Cyrillic "е"
+    catalog = CATALOG + doctored
+    sc = planted_scanner()
+    sc._cache.update({t: 0.1 for t in doctored})
+    sc.fit(catalog, "movies")
+    both = (sc.score(catalog) >= sc.threshold).astype(int)
+    assert both[-2:].tolist() == [1, 1] and both[:54].sum() == 0
+    sc.set_channels("unicode")
+    assert sc.threshold == 0.5
+    assert (sc.score(catalog) >= sc.threshold).astype(int).tolist() == [0] * len(CATALOG) + [1, 1]
+    for mode in ("llm", "evidence"):
+        sc.set_channels(mode)
+        assert (sc.score(catalog) >= sc.threshold)[-2:].tolist() == [False, False], mode
+    # a scanner calibrated without evidence still has the unicode channel
+    bare = PScanner(model=object(), tokenizer=None, threshold_title=0.5, evidence="off")
+    assert bare.set_channels("unicode").score(doctored).tolist() == [1.0, 1.0]
+    with pytest.raises(ConfigError, match="calibrated without evidence"):
+        bare.set_channels("both")

@@ -47,6 +47,8 @@ class DetectorEntry:
     victim: VictimUse = "no"  # whether it reads the victim being defended
     loads: bool = False  # it can load a trained detector folder (--scanner); else fit trains it on the catalog
     channels: tuple[str, ...] = ()  # ablation modes of ``set_channels`` besides "both" (detect-bench rows NAME-MODE)
+    # bumped when the detector's output on the same input changes: stages that ran it are keyed by it
+    version: int = 1
 
     def build(self, options: BuildOptions | None = None, **kwargs: Any) -> Any:
         if self.unit == "titles":
@@ -126,8 +128,8 @@ def _strip(**kwargs: Any) -> Any:
 
 for _entry in (
     DetectorEntry("pscanner", "P-Scanner: an LLM + LoRA answers Yes/No to 'was something injected into "
-                  "this title?', plus cross-title evidence", "titles", _pscanner, loads=True,
-                  channels=("llm", "evidence")),
+                  "this title?', plus cross-title evidence and the invisible / look-alike character rule",
+                  "titles", _pscanner, loads=True, channels=("llm", "evidence"), version=2),
     DetectorEntry("stat", "a fragment repeated on several titles, in the same place, with a shape the "
                   "rest of the catalog does not have", "titles", _baseline("stat")),
     DetectorEntry("onion", "ONION (Qi et al., 2021): a word whose removal makes the title much more "

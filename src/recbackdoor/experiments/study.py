@@ -222,8 +222,12 @@ class Study:
 
     def _defend_stage(self, attack: Stage, detector: str) -> Stage:
         d = self.cfg.defense
+        from ..defense.registry import DETECTORS
+
+        version = DETECTORS[detector].version  # a changed detector reruns its defenses, not the rest
         options = {"attack": attack.key, "detector": detector, "sanitize": d.sanitize,
-                   "scanner": d.scanner, "backbone": self.cfg.run.backbone, "seed": self.cfg.run.seed}
+                   "scanner": d.scanner, "backbone": self.cfg.run.backbone, "seed": self.cfg.run.seed,
+                   **({"version": version} if version != 1 else {})}
 
         def build(out: Path, work: Path) -> None:
             from ..defense.defend import defend

@@ -32,8 +32,15 @@ PROMPT_VERSION = 1
 EVIDENCE_VERSION = 2
 SCANNER_JSON = "scanner.json"
 REFERENCE_JSON = "reference.json"  # held-out clean titles + their scores (evidence.py)
-CHANNELS = ("llm", "evidence", "both")  # see PScanner.set_channels
+CHANNELS = ("llm", "evidence", "unicode", "both")  # see PScanner.set_channels
 ADAPTER_DIR = "adapter"
+
+
+def unicode_flags(titles: Sequence[str]) -> np.ndarray:
+    """1.0 for a title with an invisible or look-alike character (``hidden_chars``), else 0."""
+    from ..baselines.hidden_chars import hidden_char_reason
+
+    return np.asarray([float(hidden_char_reason(str(t)) is not None) for t in titles])
 
 
 def scanner_prompt(title: str, domain: str) -> str:
@@ -140,6 +147,8 @@ class PScanner:
     def threshold(self) -> float:
         if self._threshold_override is not None:
             return self._threshold_override
+        if self.channels == "unicode":
+            return COMBINED_THRESHOLD
         if self.uses_evidence and self.evidence_thresholds is not None:
             return COMBINED_THRESHOLD
         return self.threshold_title
@@ -158,17 +167,22 @@ class PScanner:
         - ``"evidence"``: the cross-title evidence channel alone (a title is flagged when the
           group that claimed it reaches the calibrated group threshold), as the combined score
           with the per-title channel switched off;
-        - ``"both"``: the default, flagged when either channel fires (``combine``).
+        - ``"unicode"``: the input rule alone: an invisible character between letters, or a
+          look-alike letter of another script inside a word (``baselines.hidden_chars``,
+          Unicode TR39; score 1 or 0);
+        - ``"both"``: the default, flagged when the LLM or the evidence fires (``combine``), or
+          when the unicode rule does: a doctored character is evidence no model needs to learn
+          (a look-alike family changes one letter per title and leaves no shared fragment).
 
-        For ``evidence``/``both`` the threshold is ``COMBINED_THRESHOLD`` (0.5). A scanner
-        calibrated without evidence only has ``llm``.
+        For ``evidence``/``unicode``/``both`` the threshold is ``COMBINED_THRESHOLD`` (0.5). A
+        scanner calibrated without evidence has ``llm`` and ``unicode``.
         """
         if mode not in CHANNELS:
             raise ConfigError(f"unknown channel mode {mode!r}; use one of {', '.join(CHANNELS)}")
-        if mode != "llm" and self.evidence_thresholds is None and self.model is not None:
+        if mode in ("evidence", "both") and self.evidence_thresholds is None and self.model is not None:
             raise ConfigError("this scanner was calibrated without evidence; retrain it with --evidence max")
         self.channels = mode
-        self.evidence_mode = "off" if mode == "llm" else "max"
+        self.evidence_mode = "max" if mode in ("evidence", "both") else "off"
         return self
 
     def fit(self, titles: Sequence[str], domain: str) -> PScanner:
@@ -209,6 +223,8 @@ class PScanner:
 
     def score(self, titles: Sequence[str]) -> np.ndarray:
         """One score in [0, 1] per title, higher = more suspicious."""
+        if self.channels == "unicode":
+            return unicode_flags(titles)
         own = self.title_scores(titles)
         if not self.uses_evidence:
             return own
@@ -218,7 +234,8 @@ class PScanner:
         t_own, t_group = self.evidence_thresholds
         if self.channels == "evidence":
             t_own = CHANNEL_OFF
-        return combine(own, group, self.evidence_mode, t_own, t_group)
+        combined = combine(own, group, self.evidence_mode, t_own, t_group)
+        return np.maximum(combined, unicode_flags(titles)) if self.channels == "both" else combined
 
     def clear_cache(self) -> None:
         """Forget cached per-title scores (call after the model changes)."""
