@@ -278,13 +278,14 @@ def test_detect_study_kind_is_detect_bench_as_a_cached_study(shared_data, tmp_pa
     results = json.loads((out / "results.json").read_text())
     assert results["kind"] == "detect" and set(results["settings"]) == {"lastfm"}
     cells = [(r["policy"], r["level"], r["trigger"].split()[0], r["detector"]) for r in results["rows"]]
-    assert cells == [(p, lv, fam, d) for p in ("per-sample", "fixed")
+    assert cells == [(p, f"{lv} ({fam})", fam, d) for p in ("per-sample", "fixed")
                      for lv, fam in (("char", "lookalike"), ("word", "domain")) for d in ("stat", "hidden-chars")]
     for r in results["rows"]:
         assert r["tp"] + r["fn"] == r["n_poisoned"] > 0 and r["ratio"] == 0.01
     hidden = {(r["policy"], r["level"]): r for r in results["rows"] if r["detector"] == "hidden-chars"}
-    assert hidden[("per-sample", "char")]["recall"] > 0.5  # look-alike characters are what it reads
-    assert hidden[("per-sample", "word")]["tp"] == 0  # ordinary words carry no hidden character
+    assert hidden[("per-sample", "char (lookalike)")]["recall"] > 0.5  # look-alike characters are what it reads
+    assert hidden[("per-sample", "word (domain)")]["tp"] == 0  # ordinary words carry no hidden character
+    assert "| hidden-chars | **" in (out / "detect_bench.md").read_text()  # the F1 overview: one column per family
     for name in ("report.md", "detect_bench.csv", "detect_bench.md", "detect_bench.json", "detection_f1.png"):
         assert (out / name).is_file(), name
     assert "### policy fixed" in (out / "report.md").read_text()
@@ -302,5 +303,5 @@ def test_detect_study_kind_is_detect_bench_as_a_cached_study(shared_data, tmp_pa
                  "--family", "lookalike", "--policy", "per-sample,fixed"]) == 0
     timeless = lambda r: {k: v for k, v in r.items() if k not in ("seconds", "s_per_1k", "dataset", "position", "ratio")}  # noqa: E731
     bench_rows = json.loads((bench_out / "detect_bench.json").read_text())["rows"]
-    study_rows = [r for r in results["rows"] if r["level"] == "char"]
+    study_rows = [r for r in results["rows"] if r["level"] == "char (lookalike)"]
     assert [timeless(r) for r in bench_rows] == [timeless(r) for r in study_rows]

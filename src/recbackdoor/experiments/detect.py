@@ -169,8 +169,9 @@ class DetectStudy(Study):
         rows = []
         for labels, attack, stage in self.detections:
             man = read_json(self.store.path(attack) / "poison_manifest.json")
-            cell = {"dataset": labels["dataset"], "policy": labels["policy"], "level": labels["level"],
-                    "trigger": trigger_label(man)}
+            family, level = labels["family"], labels["level"]
+            cell = {"dataset": labels["dataset"], "policy": labels["policy"], "trigger": trigger_label(man),
+                    "level": level if family in (None, level) else f"{level} ({family})"}  # one column per attack
             for row in read_json(self.store.path(stage) / "rows.json"):
                 rows.append({**row, **cell, "position": labels["position"], "ratio": labels["ratio"]})
         names = list(dict.fromkeys(labels["dataset"] for labels, _, _ in self.detections))
