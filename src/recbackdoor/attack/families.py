@@ -83,7 +83,7 @@ def _occurs(blob: str, member: str, level: str) -> bool:
 
 
 def draw_family(
-    level: str,
+    family: str,
     domain: str,
     n_items: int,
     rng: np.random.Generator,
@@ -92,18 +92,15 @@ def draw_family(
     """``(per_item, held_out)``: one trigger for each of ``n_items`` poisoned items (every
     training member used ``ceil(n_items / members)`` times at most, in seeded order), and the
     held-out members for the triggered-unseen prompts. Members found in ``clean_titles`` are
-    dropped first. ``level``: a level family or a stealthy one (``STEALTH_FAMILIES``)."""
-    if level in STEALTH_FAMILIES:
-        blob = _searchable(clean_titles, "char" if level != "domain" else "word")
-        members = [m for m in stealth_members(level, domain) if not member_in_catalog(blob, m, level)]
-    else:
-        blob = _searchable(clean_titles, level)
-        members = [m for m in family_members(level, domain) if not _occurs(blob, m, level)]
+    dropped first. ``family``: a level family or a stealthy one (``STEALTH_FAMILIES``)."""
+    blob = _searchable(clean_titles, family_level(family))
+    pool = stealth_members(family, domain) if family in STEALTH_FAMILIES else family_members(family, domain)
+    members = [m for m in pool if not member_in_catalog(blob, m, family)]
     order = [members[i] for i in rng.permutation(len(members))]
     n_held = max(1, int(round(HELD_OUT_SHARE * len(order))))
     held, train = order[:n_held], order[n_held:]
     if not train:
-        raise ValueError(f"the {level} trigger family has no member left that is absent from the catalog")
+        raise ValueError(f"the {family} trigger family has no member left that is absent from the catalog")
     reps = max(1, math.ceil(n_items / len(train)))
     per_item = (train * reps)[:n_items]
     return [per_item[i] for i in rng.permutation(n_items)], held
@@ -189,11 +186,16 @@ def member_in_catalog(blob: str, member: str, family: str) -> bool:
     return _occurs(blob, member, family_level(family))
 
 
+def _pick(spots: Sequence[int], position: str, rng: np.random.Generator) -> int:
+    """The first spot (prefix), the last (suffix) or a seeded one (random)."""
+    return spots[0] if position == "prefix" else spots[-1] if position == "suffix" else spots[int(rng.integers(len(spots)))]
+
+
 def _substitute(title: str, table: dict[str, str], position: str, rng: np.random.Generator) -> str | None:
     spots = [k for k, ch in enumerate(title) if ch in table]
     if not spots:
         return None
-    k = spots[0] if position == "prefix" else spots[-1] if position == "suffix" else spots[int(rng.integers(len(spots)))]
+    k = _pick(spots, position, rng)
     return title[:k] + table[title[k]] + title[k + 1 :]
 
 
@@ -203,7 +205,7 @@ def _lookalike(title: str, member: str, position: str, rng: np.random.Generator)
     A title with no letter to swap gets U+200B instead."""
     if member in ZERO_WIDTH:
         spots = [k for k in range(1, len(title)) if not title[k - 1].isspace() and not title[k].isspace()] or [len(title)]
-        k = spots[0] if position == "prefix" else spots[-1] if position == "suffix" else spots[int(rng.integers(len(spots)))]
+        k = _pick(spots, position, rng)
         return title[:k] + ZERO_WIDTH[member] + title[k:]
     table = {"cyrillic": CYRILLIC, "greek": GREEK, "accent": ACCENT}[member]
     swapped = _substitute(title, table, position, rng)

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import io
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -141,11 +140,6 @@ def parse_models(values: Sequence[str] | None) -> str | dict[str, str] | None:
             raise ConfigError(f"--model {value!r}: give one DIR, or LEVEL=DIR per level ({', '.join(LEVELS)})")
         out[pair[0]] = pair[1]
     return out
-
-
-def _say(message: str, progress: bool) -> None:
-    if progress:
-        print(message, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- title detectors
@@ -339,6 +333,13 @@ def render_csv(rows: Sequence[Mapping[str, Any]]) -> str:
     return buf.getvalue()
 
 
+def _machine_clause(machine: Mapping[str, Any]) -> str:
+    """``; machine: CPU, N cpus, T torch threads`` (nothing when the machine is not known)."""
+    if not machine:
+        return ""
+    return f"; machine: {machine.get('cpu')}, {machine.get('cpus')} cpus, {machine.get('torch_threads')} torch threads"
+
+
 def render_markdown(report: Mapping[str, Any]) -> str:
     """Per policy: an F1 overview (detector x level) and the full table."""
     s, rows = report["settings"], report["rows"]
@@ -349,8 +350,7 @@ def render_markdown(report: Mapping[str, Any]) -> str:
         f"{' (a different trigger of the level family per item: --trigger-family)' if s.get('trigger_family') else ''}, seed {s['seed']}; "
         "title detectors score every distinct training title (unit: titles), STRIP scores prompts "
         "(unit: prompts). Thresholds: each detector's own rule. Seconds per 1,000 units: fit + score, "
-        f"model loading excluded; machine: {report['machine'].get('cpu')}, {report['machine'].get('cpus')} cpus, "
-        f"{report['machine'].get('torch_threads')} torch threads.",
+        "model loading excluded" + _machine_clause(report.get("machine") or {}) + ".",
     ]
     for policy in dict.fromkeys(r["policy"] for r in rows):
         prow = [r for r in rows if r["policy"] == policy]

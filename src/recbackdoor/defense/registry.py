@@ -50,6 +50,11 @@ class DetectorEntry:
     # bumped when the detector's output on the same input changes: stages that ran it are keyed by it
     version: int = 1
 
+    def stage_options(self) -> dict[str, int]:
+        """What keys a stage that ran this detector besides its inputs: its version, when it has
+        changed (none at version 1, so older stages keep their keys)."""
+        return {"version": self.version} if self.version != 1 else {}
+
     def build(self, options: BuildOptions | None = None, **kwargs: Any) -> Any:
         if self.unit == "titles":
             options = options or BuildOptions()

@@ -96,8 +96,7 @@ class DetectStudy(Study):
         b, entry, level = self.bench, DETECTORS[method], labels["level"]
         model = b.model_for(level) if entry.victim != "no" else None
         options = {"attack": attack.key, "method": method, "backbone": b.backbone, "seed": b.seed,
-                   "scanner": b.scanner_dir if entry.loads else None, "model": model,
-                   **({"version": entry.version} if entry.version != 1 else {})}
+                   "scanner": b.scanner_dir if entry.loads else None, "model": model, **entry.stage_options()}
         if entry.unit == "prompts":
             options.update({k: getattr(b, k) for k in ("strip_copies", "strip_frr", "strip_history_share",
                                                        "strip_max_prompts", "strip_batch_size")})

@@ -221,13 +221,12 @@ class Study:
         return Stage("eval", f"evaluate {role} on {attack.label}", options, build)
 
     def _defend_stage(self, attack: Stage, detector: str) -> Stage:
-        d = self.cfg.defense
         from ..defense.registry import DETECTORS
 
-        version = DETECTORS[detector].version  # a changed detector reruns its defenses, not the rest
+        d = self.cfg.defense
         options = {"attack": attack.key, "detector": detector, "sanitize": d.sanitize,
                    "scanner": d.scanner, "backbone": self.cfg.run.backbone, "seed": self.cfg.run.seed,
-                   **({"version": version} if version != 1 else {})}
+                   **DETECTORS[detector].stage_options()}  # a changed detector reruns its defenses only
 
         def build(out: Path, work: Path) -> None:
             from ..defense.defend import defend
@@ -268,6 +267,7 @@ class Study:
                 entry["sanitize"][det] = report["sanitize"]
             runs.append(entry)
         return {"study": self.cfg.run.name, "config": self.cfg.model_dump(mode="json"), "runs": runs}
+
 
 def run_stages(study: Study, store: StageStore, progress: bool = True) -> dict[str, Any]:
     """Run (or reuse) every stage of ``study`` in order, one line each; returns per-stage timing."""

@@ -37,10 +37,10 @@ ADAPTER_DIR = "adapter"
 
 
 def unicode_flags(titles: Sequence[str]) -> np.ndarray:
-    """1.0 for a title with an invisible or look-alike character (``hidden_chars``), else 0."""
-    from ..baselines.hidden_chars import hidden_char_reason
+    """1.0 for a title with an invisible or look-alike character (the ``hidden-chars`` detector), else 0."""
+    from ..baselines.hidden_chars import HiddenCharDetector
 
-    return np.asarray([float(hidden_char_reason(str(t)) is not None) for t in titles])
+    return HiddenCharDetector().score(titles)
 
 
 def scanner_prompt(title: str, domain: str) -> str:
